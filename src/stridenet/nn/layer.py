@@ -9,11 +9,30 @@ PyTorch's (``0.weight``, ``3.running_mean``, ...).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 
 from stridenet.errors import ShapeError
+
+_grad_enabled: ContextVar[bool] = ContextVar("stridenet_grad_enabled", default=True)
+
+
+def grad_enabled() -> bool:
+    """False inside ``no_grad()``: layers then keep no cache, so inference holds no extra memory."""
+    return _grad_enabled.get()
+
+
+@contextmanager
+def no_grad() -> Iterator[None]:
+    """Run forward passes without keeping what backward would need (evaluation, prediction)."""
+    token = _grad_enabled.set(False)
+    try:
+        yield
+    finally:
+        _grad_enabled.reset(token)
 
 
 class Parameter:
@@ -79,10 +98,17 @@ class Layer:
     def backward(self, dout: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
-    def _require_cache(self, cache: Any) -> Any:
-        """Return ``cache`` or raise the error for backward called before forward."""
+    def _keep(self, cache: Any) -> None:
+        """Remember ``cache`` for backward, unless gradients are off (``no_grad``)."""
+        self._cache = cache if grad_enabled() else None
+
+    def _take_cache(self) -> Any:
+        """The last forward pass's cache, used once; backward without a fresh forward is an error."""
+        cache = getattr(self, "_cache", None)
         if cache is None:
-            raise RuntimeError(f"{self!r}: backward called before forward (run layer(x) in training mode first)")
+            raise RuntimeError(f"{self!r}: backward called before forward (or twice for one forward); "
+                               "run layer(x) outside no_grad() first")
+        self._cache = None
         return cache
 
     # -- structure -----------------------------------------------------------------------

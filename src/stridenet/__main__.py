@@ -1,0 +1,7 @@
+"""``python -m stridenet`` runs the command line."""
+
+import sys
+
+from stridenet.cli import main
+
+sys.exit(main())

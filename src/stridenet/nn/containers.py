@@ -1,0 +1,93 @@
+"""Containers: ``Sequential`` (a chain) and ``Residual`` (block(x) + shortcut(x))."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from stridenet.errors import ShapeError
+from stridenet.nn.layer import Layer
+
+
+class Sequential(Layer):
+    """Layers applied in order; backward runs them in reverse. Children are named '0', '1', ... so
+    ``state_dict()`` keys match a ``torch.nn.Sequential`` of the same layers.
+
+    Example:
+        >>> net = Sequential(Conv2d(1, 8, 3, padding=1), ReLU(), MaxPool2d(2), Flatten(), Linear(8 * 14 * 14, 10))
+        >>> net(np.zeros((4, 1, 28, 28), np.float32)).shape
+        (4, 10)
+    """
+
+    def __init__(self, *layers: Layer) -> None:
+        super().__init__()
+        self._layers: list[Layer] = []
+        for layer in layers:
+            self.append(layer)
+
+    def append(self, layer: Layer) -> Sequential:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential: expected a Layer, received {type(layer).__name__}")
+        self._layers.append(layer)
+        return self
+
+    def named_children(self) -> Iterator[tuple[str, Layer]]:
+        for index, layer in enumerate(self._layers):
+            yield str(index), layer
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self._layers)
+
+    def __getitem__(self, index: int) -> Layer:
+        return self._layers[index]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for layer in self._layers:
+            x = layer(x)
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        for layer in reversed(self._layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def __repr__(self) -> str:
+        lines = [f"  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self._layers)]
+        return "Sequential(\n" + "\n".join(lines) + "\n)" if lines else "Sequential()"
+
+
+class Residual(Layer):
+    """``out = block(x) + shortcut(x)``; the shortcut is the identity unless given (e.g. a 1x1 conv
+    when the block changes the channel count or the size). Backward adds both paths' gradients.
+
+    Args:
+        block: the residual branch.
+        shortcut: layer applied to x on the skip path, or None for the identity.
+    """
+
+    def __init__(self, block: Layer, shortcut: Layer | None = None) -> None:
+        super().__init__()
+        self.block = block
+        self.shortcut = shortcut
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        main = self.block(x)
+        skip = x if self.shortcut is None else self.shortcut(x)
+        if main.shape != skip.shape:
+            raise ShapeError(f"block output shape {main.shape} does not match shortcut output shape "
+                             f"{skip.shape} for input shape {x.shape}")
+        return main + skip
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = self.block.backward(dout)
+        return dx + (dout if self.shortcut is None else self.shortcut.backward(dout))
+
+    def __repr__(self) -> str:
+        inner = f"  (block): {self.block!r}".replace("\n", "\n  ")
+        if self.shortcut is not None:
+            inner += "\n" + f"  (shortcut): {self.shortcut!r}".replace("\n", "\n  ")
+        return f"Residual(\n{inner}\n)"
