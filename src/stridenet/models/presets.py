@@ -18,9 +18,12 @@ InputShape = tuple[int, int, int]
 
 
 def _flat_size(features: nn.Sequential, input_shape: InputShape) -> int:
-    """Number of values the feature layers produce for one image (their output shape, multiplied)."""
+    """Number of values the feature layers produce for one image (their output shape, multiplied).
+
+    Runs in evaluation mode, so BatchNorm's running statistics are left untouched."""
     with nn.no_grad():
-        out = features(np.zeros((1, *input_shape), dtype=np.float32))
+        out = features.eval()(np.zeros((1, *input_shape), dtype=np.float32))
+    features.train()
     return int(np.prod(out.shape[1:]))
 
 
