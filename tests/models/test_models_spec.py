@@ -66,7 +66,7 @@ def test_preset_round_trips_through_the_line_form(preset) -> None:
     _, model, spec = preset
     line = to_line(spec)
     assert line == to_line(model, num_classes=CLASSES)
-    same_model(from_spec(line, SHAPE, CLASSES, rng=7), model, buffers=True)
+    same_model(from_spec(line, SHAPE, CLASSES, rng=7), model)
 
 
 @pytest.mark.parametrize("shape, classes", [((3, 32, 32), 100), ((2, 40, 36), 3)])
