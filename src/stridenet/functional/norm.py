@@ -26,9 +26,12 @@ def _channel_view(values: np.ndarray, ndim: int) -> np.ndarray:
 
 
 def batch_norm_forward(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None,
-                       running_mean: np.ndarray, running_var: np.ndarray, training: bool,
+                       running_mean: np.ndarray | None, running_var: np.ndarray | None, training: bool,
                        eps: float = 1e-5) -> tuple[np.ndarray, BatchNormCache, np.ndarray, np.ndarray]:
     """Normalise each channel, then scale by gamma and shift by beta.
+
+    ``running_mean``/``running_var`` are only read in evaluation mode (``training=False``) and may be
+    None in training mode.
 
     Returns:
         ``(out, cache, batch_mean, batch_var)``; the batch statistics (biased variance) are what a
@@ -37,8 +40,9 @@ def batch_norm_forward(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray
     Shape:
         (N, C) or (N, C, L) or (N, C, H, W); statistics over every axis except 1.
     """
-    if x.ndim < 2 or x.shape[1] != running_mean.shape[0]:
-        raise ShapeError(f"expected input (N, {running_mean.shape[0]}, ...), received shape {x.shape}")
+    known = next((v.shape[0] for v in (running_mean, gamma) if v is not None), None)
+    if x.ndim < 2 or (known is not None and x.shape[1] != known):
+        raise ShapeError(f"expected input (N, {known}, ...), received shape {x.shape}")
     axes = (0, *range(2, x.ndim))
     if training:
         count = x.size // x.shape[1]
@@ -46,6 +50,8 @@ def batch_norm_forward(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray
             raise ShapeError(f"expected more than 1 value per channel when training, received shape {x.shape}")
         mean = x.mean(axis=axes)
         var = x.var(axis=axes)
+    elif running_mean is None or running_var is None:
+        raise ValueError("batch_norm_forward: evaluation mode needs running_mean and running_var")
     else:
         mean, var = running_mean, running_var
     inv_std = (1.0 / np.sqrt(var + x.dtype.type(eps))).astype(x.dtype)

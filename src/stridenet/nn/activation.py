@@ -14,6 +14,9 @@ from stridenet.functional.dropout import dropout_backward, dropout_forward
 from stridenet.nn.init import RngLike, as_generator
 from stridenet.nn.layer import Layer
 
+# the cache of a layer whose forward passed its input through unchanged
+_PASS_THROUGH = object()
+
 
 class ReLU(Layer):
     """``max(x, 0)`` elementwise; any shape in, same shape out."""
@@ -64,18 +67,15 @@ class Dropout(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if not self.training or self.p == 0.0:
-            self._keep(None)
-            self._identity = True
+            self._keep(_PASS_THROUGH)
             return x
         out, mask = dropout_forward(x, self.p, self.rng)
         self._keep(mask)
-        self._identity = False
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if getattr(self, "_identity", False):
-            return dout
-        return dropout_backward(dout, self._take_cache())
+        mask = self._take_cache()
+        return dout if mask is _PASS_THROUGH else dropout_backward(dout, mask)
 
     def extra_repr(self) -> str:
         return f"p={self.p:g}"
@@ -85,7 +85,9 @@ class Identity(Layer):
     """Passes its input through unchanged (a placeholder shortcut or head)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        self._keep(_PASS_THROUGH)
         return x
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        self._take_cache()
         return dout

@@ -8,7 +8,8 @@ PyTorch's (``0.weight``, ``3.running_mean``, ...).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -68,15 +69,40 @@ class Parameter:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+def _locate(error: ShapeError, layer: Layer) -> ShapeError:
+    """``error`` prefixed with the layer that raised it; an error already located passes unchanged."""
+    if error.located:
+        return error
+    located = ShapeError(f"{layer!r}: {error}")
+    located.located = True
+    return located
+
+
+def _located_backward(backward: Callable) -> Callable:
+    @functools.wraps(backward)
+    def wrapper(self: Layer, *args: Any) -> Any:
+        try:
+            return backward(self, *args)
+        except ShapeError as error:
+            raise _locate(error, self) from None
+    return wrapper
+
+
 class Layer:
     """Base class of every layer and container.
 
-    Subclasses implement ``forward(x)`` and ``backward(dout)``; ``__call__`` runs forward and turns a
-    kernel's ``ShapeError`` into one that names the layer. Attributes that are ``Parameter``s, numpy
-    buffers listed in ``_buffer_names`` or child ``Layer``s are discovered automatically.
+    Subclasses implement ``forward(x)`` and ``backward(dout)``; a kernel's ``ShapeError`` raised in
+    either comes out naming the layer (``__call__`` wraps forward; every subclass's ``backward`` is
+    wrapped when the class is defined). Attributes that are ``Parameter``s, numpy buffers listed in
+    ``_buffer_names`` or child ``Layer``s are discovered automatically.
     """
 
     _buffer_names: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "backward" in cls.__dict__:
+            cls.backward = _located_backward(cls.__dict__["backward"])  # type: ignore[method-assign]
 
     def __init__(self) -> None:
         self.training = True
@@ -86,11 +112,7 @@ class Layer:
         try:
             return self.forward(x)
         except ShapeError as error:
-            if error.located:
-                raise
-            located = ShapeError(f"{self!r}: {error}")
-            located.located = True
-            raise located from None
+            raise _locate(error, self) from None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")

@@ -23,9 +23,13 @@ class _BatchNorm(Layer):
         self.track_running_stats = track_running_stats
         self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
         self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
-        self.running_mean = np.zeros(num_features, dtype)
-        self.running_var = np.ones(num_features, dtype)
-        self.num_batches_tracked = np.array(0, dtype=np.int64)
+        if track_running_stats:
+            self.running_mean: np.ndarray | None = np.zeros(num_features, dtype)
+            self.running_var: np.ndarray | None = np.ones(num_features, dtype)
+            self.num_batches_tracked: np.ndarray | None = np.array(0, dtype=np.int64)
+        else:  # as PyTorch: no buffers, batch statistics in both modes
+            self._buffer_names = ()
+            self.running_mean = self.running_var = self.num_batches_tracked = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.ndim not in self._ranks:

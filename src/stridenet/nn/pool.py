@@ -25,9 +25,9 @@ class _Pool2d(Layer):
         self.padding = non_negative_pair(padding, "padding", name)
         self.dilation = positive_pair(dilation, "dilation", name)
         self.ceil_mode = bool(ceil_mode)
-        for k, p, d in zip(self.kernel_size, self.padding, self.dilation, strict=True):
-            if p > (d * (k - 1) + 1) // 2:
-                raise ValueError(f"{name}: padding must be at most half the (dilated) kernel size, "
+        for k, p in zip(self.kernel_size, self.padding, strict=True):
+            if p > k // 2:
+                raise ValueError(f"{name}: padding must be at most half the kernel size (as PyTorch), "
                                  f"received padding={padding!r}")
 
     def extra_repr(self) -> str:

@@ -1,0 +1,1 @@
+"""Test-only references: naive loop kernels (``naive``) and the numerical gradient check (``gradcheck``)."""
