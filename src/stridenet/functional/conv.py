@@ -1,41 +1,54 @@
-"""2-d convolution: forward and backward as im2col feeding one matrix product per group.
+"""2-d convolution: forward and backward as im2col feeding matrix products, a block at a time.
 
 Each output position is a dot product between a filter (depth = input channels / groups) and the
-input window under it, plus a bias. Gathering every window into a row ("im2col") turns the whole
-layer into one matrix product; the backward pass is two more products and a scatter-add of the
-column gradients back onto the input (``col2im``), one kernel tap at a time.
+input window under it, plus a bias. Copying every window into a row ("im2col") turns the layer into
+a matrix product: columns (pixels, kH*kW*C) @ weights (kH*kW*C, K). The backward pass is two more
+products: ``dw = columns^T @ dout`` (the bias gradient comes out of the same product, from a column
+of ones) and the input gradient. That one is itself a forward convolution: of the zero-padded
+output gradient with the flipped filters, input and output channels swapped (for stride S, one such
+convolution per phase of S x S input pixels). Inputs with few channels (first layers) use
+channel-major columns and scatter their column gradients back instead (``col2im``).
+
+The columns are built a few images at a time into a reused buffer (``_im2col``), never for the whole
+batch, and rebuilt in backward instead of kept. Arrays keep PyTorch's NCHW shape; the output is laid
+out channels-last in memory (``_layout``), which is what the matrix product writes.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 import numpy as np
 
 from stridenet.errors import ShapeError
+from stridenet.functional._im2col import blocks, col2im_cm, im2col_cm, im2col_nhwc, pad
+from stridenet.functional._layout import as_nchw, scratch, to_nhwc
 from stridenet.functional.geometry import (
     Padding2d,
     WindowAxis,
-    pad_input,
     pair,
     same_padding,
-    sliding_windows,
     window_axes,
-    window_slice,
+    window_axis,
 )
 
 PaddingArg = int | tuple[int, int] | str | Padding2d
 
 
 class Conv2dCache(NamedTuple):
-    """What ``conv2d_backward`` needs from the forward pass."""
+    """What ``conv2d_backward`` needs from the forward pass (the input itself, not its columns)."""
 
-    x_shape: tuple[int, int, int, int]
-    cols: np.ndarray          # (G, N*H_out*W_out, C/G*kH*kW) im2col matrix of the padded input
+    x: np.ndarray             # the input: (N, H, W, C) if layout == "nhwc", (N, C, H, W) if "cm"
     w: np.ndarray             # (K, C/G, kH, kW)
     axes: tuple[WindowAxis, WindowAxis]
     groups: int
     has_bias: bool
+    layout: str               # which im2col the forward pass used: "nhwc" or "cm" (channel-major)
+
+
+# Inputs with at most this many channels (and groups=1) use channel-major columns: first layers.
+CM_MAX_CHANNELS = 8
 
 
 def resolve_padding(padding: PaddingArg, kernel: tuple[int, int], stride: tuple[int, int],
@@ -97,52 +110,248 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: i
     _check_inputs(x, w, b, groups)
     kernel = (w.shape[2], w.shape[3])
     stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
-    pad = resolve_padding(padding, kernel, stride, dilation, (x.shape[2], x.shape[3]))
-    axes = window_axes(x.shape, kernel, stride, dilation, pad)
-    N, C = x.shape[:2]
-    K, G = w.shape[0], groups
-    H_out, W_out = axes[0].out, axes[1].out
-
-    windows = sliding_windows(pad_input(x, axes), axes)          # (N, C, H_out, W_out, kH, kW)
-    windows = windows.reshape(N, G, C // G, H_out, W_out, *kernel)
-    # (N, G, C/G, H_out, W_out, kH, kW) -> (G, N*H_out*W_out, C/G*kH*kW)
-    cols = windows.transpose(1, 0, 3, 4, 2, 5, 6).reshape(G, N * H_out * W_out, -1)
-    w_rows = w.reshape(G, K // G, -1)                              # (G, K/G, C/G*kH*kW)
-    out = np.matmul(cols, w_rows.transpose(0, 2, 1))               # (G, N*H_out*W_out, K/G)
-    # (G, N, H_out, W_out, K/G) -> (N, G, K/G, H_out, W_out) -> (N, K, H_out, W_out)
-    out = out.reshape(G, N, H_out, W_out, K // G).transpose(1, 0, 4, 2, 3).reshape(N, K, H_out, W_out)
-    if b is not None:
-        out += b.reshape(1, K, 1, 1)
-    return out, Conv2dCache(x.shape, cols, w, axes, G, b is not None)
+    pad_arg = resolve_padding(padding, kernel, stride, dilation, (x.shape[2], x.shape[3]))
+    axes = window_axes(x.shape, kernel, stride, dilation, pad_arg)
+    out = np.empty((x.shape[0], axes[0].out, axes[1].out, w.shape[0]), x.dtype)   # (N, H_out, W_out, K)
+    if groups == 1 and x.shape[1] <= CM_MAX_CHANNELS:
+        x = np.ascontiguousarray(x)
+        _forward_cm(x, w, b, axes, out)
+        layout = "cm"
+    else:
+        x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
+        _forward_nhwc(x, _weight_rows(w, groups), b, axes, out)
+        layout = "nhwc"
+    return as_nchw(out), Conv2dCache(x, w, axes, groups, b is not None, layout)
 
 
-def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Gradients of a convolution: ``(dx, dw, db)``; ``db`` is None without bias.
+def conv2d_backward(dout: np.ndarray, cache: Conv2dCache,
+                    need_dx: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Gradients of a convolution: ``(dx, dw, db)``; ``db`` is None without bias, ``dx`` None without ``need_dx``.
 
     ``dw`` sums each shared filter's gradient over every position it was applied at (one matrix
-    product does the sum); ``dx`` scatters the column gradients back onto the input windows.
+    product per block does the sum); ``dx`` sends each output gradient back through the window it
+    came from. ``need_dx=False`` skips ``dx`` (a network's first layer has no use for it).
+
+    Shape:
+        dout (N, K, H_out, W_out) -> dx (N, C, H, W), dw (K, C/groups, kH, kW), db (K,).
     """
-    x_shape, cols, w, axes, G, has_bias = cache
-    N, C, H, W = x_shape
-    K, kH, kW = w.shape[0], w.shape[2], w.shape[3]
+    x, w, axes, G, has_bias, layout = cache
+    N = x.shape[0]
+    K = w.shape[0]
     H_out, W_out = axes[0].out, axes[1].out
     if dout.shape != (N, K, H_out, W_out):
         raise ShapeError(f"expected an output gradient of shape {(N, K, H_out, W_out)}, received {dout.shape}")
+    dout = to_nhwc(dout)                                            # (N, H_out, W_out, K)
+    if layout == "cm":
+        dw, db = _weight_grads_cm(x, dout, w, axes, has_bias)
+        dx = _input_grad_cm(dout, w, axes, x.shape) if need_dx else None
+        return dx, dw, db
+    dw_rows, db = _weight_grads_nhwc(x, dout, G, axes, has_bias)
+    dw = dw_rows.reshape(G, *w.shape[2:], w.shape[1], K // G).transpose(0, 4, 3, 1, 2).reshape(w.shape)
+    dx = _input_grad_nhwc(dout, w, axes, G, x.shape) if need_dx else None
+    return dx, dw, db
 
-    # (N, K, H_out, W_out) -> (G, N*H_out*W_out, K/G)
-    dout_rows = dout.reshape(N, G, K // G, H_out, W_out).transpose(1, 0, 3, 4, 2).reshape(G, -1, K // G)
-    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    dw = np.matmul(dout_rows.transpose(0, 2, 1), cols).reshape(w.shape)   # (G, K/G, C/G*kH*kW)
-    dcols = np.matmul(dout_rows, w.reshape(G, K // G, -1))                # (G, N*H_out*W_out, C/G*kH*kW)
-    # -> (N, G, C/G, H_out, W_out, kH, kW)
-    dcols = dcols.reshape(G, N, H_out, W_out, C // G, kH, kW).transpose(1, 0, 4, 2, 3, 5, 6)
 
+def _weight_rows(w: np.ndarray, groups: int) -> np.ndarray:
+    """Filters as the right-hand matrix of each group: (K, C/G, kH, kW) -> (G, kH*kW*C/G, K/G)."""
+    K, Cg, kH, kW = w.shape
+    rows = w.reshape(groups, K // groups, Cg, kH, kW).transpose(0, 3, 4, 2, 1)
+    return np.ascontiguousarray(rows).reshape(groups, kH * kW * Cg, K // groups)
+
+
+def _row_bytes(axes: tuple[WindowAxis, WindowAxis], channels: int, itemsize: int) -> int:
+    """Bytes of im2col columns for one output row: W_out pixels of kH*kW*C values."""
+    return axes[1].out * axes[0].kernel * axes[1].kernel * channels * itemsize
+
+
+def _block_rows(axes: tuple[WindowAxis, WindowAxis], n0: int, n1: int, h0: int, h1: int) -> slice:
+    """The rows of (N*H_out*W_out, K) that a block (images [n0, n1), output rows [h0, h1)) covers."""
+    H_out, W_out = axes[0].out, axes[1].out
+    return slice((n0 * H_out + h0) * W_out, ((n1 - 1) * H_out + h1) * W_out)
+
+
+def _pads(axes: tuple[WindowAxis, WindowAxis]) -> Padding2d:
+    return tuple((a.pad_lo, a.pad_hi + a.extra_hi) for a in axes)  # type: ignore[return-value]
+
+
+def _reads_rows(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], G: int) -> bool:
+    """A 1x1 kernel with stride 1 and no padding over channels-last rows: they are the columns (no copy)."""
+    h, w = axes
+    return (h.kernel == w.kernel == h.stride == w.stride == 1 and G == 1 and not any(sum(_pads(axes), ()))
+            and x.strides[3] == x.itemsize)
+
+
+def _forward_nhwc(x: np.ndarray, w_rows: np.ndarray, b: np.ndarray | None, axes: tuple[WindowAxis, WindowAxis],
+                  out: np.ndarray) -> None:
+    """Channels-last convolution: x (N, H, W, C), w_rows (G, kH*kW*C/G, K/G) -> out (N, H_out, W_out, K).
+
+    The bias rides along as a last weight row against a column of ones, except for a 1x1 kernel.
+    """
+    G, _, Kg = w_rows.shape
+    h = axes[0]
+    out_rows = out.reshape(-1, G * Kg)                              # (N*H_out*W_out, K)
+    direct = _reads_rows(x, axes, G)
+    fused = b is not None and not direct
+    if fused:
+        w_rows = np.concatenate([w_rows, b.reshape(G, 1, Kg)], axis=1)  # (G, kH*kW*C/G + 1, K/G)
+    for n0, n1, block_list in blocks(x.shape[0], h.out, _row_bytes(axes, x.shape[3], x.itemsize),
+                                     sys.maxsize if direct else None):
+        xp = pad(x[n0:n1], _pads(axes), (1, 2), "x_padded")         # (B, Hp, Wp, C)
+        for _, _, h0, h1 in block_list:
+            cols = im2col_nhwc(xp, axes, h0, h1, G, ones=fused)     # (G, B*rows*W_out, kH*kW*C/G [+1])
+            dst = out_rows[_block_rows(axes, n0, n1, h0, h1)]
+            if G == 1:
+                np.matmul(cols[0], w_rows[0], out=dst)
+            else:   # (G, rows, K/G) -> (rows, G, K/G)
+                dst.reshape(-1, G, Kg)[...] = np.matmul(cols, w_rows).transpose(1, 0, 2)
+            if b is not None and not fused:
+                dst += b
+
+
+def _weight_grads_nhwc(x: np.ndarray, dout: np.ndarray, G: int, axes: tuple[WindowAxis, WindowAxis],
+                       has_bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``dw`` as (G, kH*kW*C/G, K/G) rows and ``db``, rebuilding the columns block by block.
+
+    ``db`` comes out of the same product, from the column of ones, except for a 1x1 kernel.
+    """
+    h, w = axes
+    K, Cg = dout.shape[3], x.shape[3] // G
+    dout_rows = dout.reshape(-1, K)
+    fused = has_bias and not _reads_rows(x, axes, G)
+    grads = np.zeros((G, h.kernel * w.kernel * Cg + fused, K // G), np.float64)   # summed over blocks
+    db = np.zeros(K, np.float64)
+    for n0, n1, block_list in blocks(x.shape[0], h.out, _row_bytes(axes, x.shape[3], x.itemsize)):
+        xp = pad(x[n0:n1], _pads(axes), (1, 2), "x_padded")
+        for _, _, h0, h1 in block_list:
+            cols = im2col_nhwc(xp, axes, h0, h1, G, ones=fused)     # (G, M, kH*kW*C/G [+1])
+            d = dout_rows[_block_rows(axes, n0, n1, h0, h1)]   # (M, K)
+            if G == 1:
+                grads[0] += _columns_times_dout(cols[0].T, d)
+            else:
+                grads += np.matmul(cols.transpose(0, 2, 1), d.reshape(-1, G, K // G).transpose(1, 0, 2))
+            if has_bias and not fused:
+                db += d.sum(axis=0)
+    grads = grads.astype(x.dtype)
+    if fused:
+        return grads[:, :-1], grads[:, -1].reshape(K)
+    return grads, (db.astype(x.dtype) if has_bias else None)
+
+
+def _columns_times_dout(cols_t: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``cols_t (L, M) @ d (M, K)``, the weight-gradient product, summing over M pixels.
+
+    With fewer rows L than output channels K it is computed as ``(d^T @ cols_t^T)^T``: OpenBLAS's
+    2-thread kernel for a few-row product with a long inner dimension can stall for seconds when the
+    cores are busy with other work (measured: 2.6 s against 12 ms for (10 x 100352) @ (100352 x 32)).
+    """
+    if cols_t.shape[0] < d.shape[1]:
+        return (d.T @ cols_t.T).T
+    return cols_t @ d
+
+
+def _input_grad_nhwc(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis], G: int,
+                     x_shape: tuple[int, int, int, int]) -> np.ndarray:
+    """``dx`` as (N, C, H, W), laid out channels-last, as forward convolutions of ``dout``.
+
+    Input row y receives ``dout[(y + P - i*D)/S] * w[i]`` from every tap i for which that index is a
+    whole number. The rows with one remainder y mod S share the same taps, and over them the sum is
+    a stride-1 convolution of dout with those taps flipped (input and output channels swapped). For
+    stride 1 that is one convolution with the whole flipped kernel, padded by D(k-1) - P; for stride
+    S there are S x S of them ("phases"), each writing every S-th row and column of dx. Unlike
+    scattering column gradients back onto windows, this writes each dx value once.
+    """
+    H, W, C = x_shape[1:]
+    K, Cg, kH, kW = w.shape
+    dx = np.empty(x_shape, dout.dtype)
+    by_group = w.reshape(G, K // G, Cg, kH, kW)
+    for r_h, taps_h, axis_h in _phases(axes[0], H):
+        for r_w, taps_w, axis_w in _phases(axes[1], W):
+            target = dx[:, r_h::axes[0].stride, r_w::axes[1].stride]  # (N, H_r, W_r, C)
+            if not (taps_h and taps_w):
+                target[...] = 0                                      # rows no tap reaches
+                continue
+            # (G, K/G, C/G, m_h, m_w), taps reversed -> (C, K/G, m_h, m_w)
+            flipped = by_group[:, :, :, taps_h[::-1]][:, :, :, :, taps_w[::-1]].transpose(0, 2, 1, 3, 4)
+            rows = _weight_rows(flipped.reshape(C, K // G, len(taps_h), len(taps_w)), G)
+            if target.flags.c_contiguous:
+                _forward_nhwc(dout, rows, None, (axis_h, axis_w), target)
+            else:
+                phase = np.empty(target.shape, dout.dtype)
+                _forward_nhwc(dout, rows, None, (axis_h, axis_w), phase)
+                target[...] = phase
+    return as_nchw(dx)
+
+
+def _phases(axis: WindowAxis, size: int) -> list[tuple[int, list[int], WindowAxis]]:
+    """For each remainder r of input rows mod S: r, the taps reaching those rows, and the geometry
+    of the stride-1 convolution over dout (size H_out) that yields rows r, r + S, ..."""
+    S, D, F, P = axis.stride, axis.dilation, axis.kernel, axis.pad_lo
+    phases = []
+    for r in range(min(S, size)):
+        taps = [i for i in range(F) if (r + P - i * D) % S == 0]
+        count = len(range(r, size, S))
+        if not taps:
+            phases.append((r, taps, axis))
+            continue
+        dilation = (taps[1] - taps[0]) * D // S if len(taps) > 1 else 1
+        # the last tap reads dout row q + (r + P - taps[-1]*D)/S for output row q of the phase
+        pad_lo = -((r + P - taps[-1] * D) // S)
+        span = (count - 1) + (len(taps) - 1) * dilation + 1
+        phases.append((r, taps, window_axis(axis.out, len(taps), 1, dilation, (pad_lo, span - axis.out - pad_lo))))
+    return phases
+
+
+def _forward_cm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: tuple[WindowAxis, WindowAxis],
+                out: np.ndarray) -> None:
+    """Channel-major convolution for few-channel inputs: x (N, C, H, W) -> out (N, H_out, W_out, K).
+
+    The bias rides along as a last weight row, against a row of ones in the columns.
+    """
+    K = w.shape[0]
+    h = axes[0]
+    w_cols = w.reshape(K, -1).T                                     # (C*kH*kW, K)
+    if b is not None:
+        w_cols = np.vstack([w_cols, b[None]])                       # (C*kH*kW + 1, K)
+    out_rows = out.reshape(-1, K)
+    for n0, n1, block_list in blocks(x.shape[0], h.out, _row_bytes(axes, x.shape[1], x.itemsize)):
+        xp = pad(x[n0:n1], _pads(axes), (2, 3), "x_padded")         # (B, C, Hp, Wp)
+        for _, _, h0, h1 in block_list:
+            cols = im2col_cm(xp, axes, h0, h1, ones=b is not None)  # (C*kH*kW [+1], M)
+            dst = out_rows[_block_rows(axes, n0, n1, h0, h1)]
+            np.matmul(cols.T, w_cols, out=dst)
+
+
+def _weight_grads_cm(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
+                     has_bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``dw`` and ``db`` (None without bias) from one product per block: columns (+ ones row) @ dout rows."""
+    K = w.shape[0]
+    h = axes[0]
+    dout_rows = dout.reshape(-1, K)
+    grads = np.zeros((w[0].size + has_bias, K), np.float64)         # (C*kH*kW [+1], K), summed over blocks
+    for n0, n1, block_list in blocks(x.shape[0], h.out, _row_bytes(axes, x.shape[1], x.itemsize)):
+        xp = pad(x[n0:n1], _pads(axes), (2, 3), "x_padded")
+        for _, _, h0, h1 in block_list:
+            cols = im2col_cm(xp, axes, h0, h1, ones=has_bias)
+            grads += _columns_times_dout(cols, dout_rows[_block_rows(axes, n0, n1, h0, h1)])
+    grads = grads.astype(x.dtype)
+    return grads[:w[0].size].T.reshape(w.shape), (grads[-1] if has_bias else None)
+
+
+def _input_grad_cm(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
+                   x_shape: tuple[int, int, int, int]) -> np.ndarray:
+    """``dx`` (N, C, H, W) of the channel-major path: column gradients added back onto the windows."""
+    N, C, H, W = x_shape
+    K = w.shape[0]
     h, w_axis = axes
-    dx_padded = np.zeros((N, G, C // G, H + h.pad_lo + h.pad_hi + h.extra_hi,
-                          W + w_axis.pad_lo + w_axis.pad_hi + w_axis.extra_hi), dtype=dout.dtype)
-    for i in range(kH):
-        rows = window_slice(h, i)
-        for j in range(kW):
-            dx_padded[:, :, :, rows, window_slice(w_axis, j)] += dcols[..., i, j]
-    dx = dx_padded.reshape(N, C, *dx_padded.shape[3:])[:, :, h.pad_lo:h.pad_lo + H, w_axis.pad_lo:w_axis.pad_lo + W]
-    return np.ascontiguousarray(dx), dw, db
+    w_cols = w.reshape(K, -1).T                                     # (C*kH*kW, K)
+    dout_rows = dout.reshape(-1, K)
+    dx = np.empty(x_shape, dout.dtype)
+    Hp, Wp = H + h.pad_lo + h.pad_hi, W + w_axis.pad_lo + w_axis.pad_hi
+    for n0, n1, block_list in blocks(N, h.out, _row_bytes(axes, C, dout.itemsize)):
+        dxp = scratch("dx_padded", (n1 - n0, C, Hp, Wp), dout.dtype)
+        dxp[...] = 0
+        for _, _, h0, h1 in block_list:
+            d = dout_rows[_block_rows(axes, n0, n1, h0, h1)]
+            col2im_cm(w_cols @ d.T, dxp, axes, h0, h1)              # (C*kH*kW, M) column gradients
+        dx[n0:n1] = dxp[:, :, h.pad_lo:h.pad_lo + H, w_axis.pad_lo:w_axis.pad_lo + W]
+    return dx

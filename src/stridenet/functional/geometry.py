@@ -53,7 +53,7 @@ def window_axis(size: int, kernel: int, stride: int, dilation: int, pad: tuple[i
                 ceil_mode: bool = False) -> WindowAxis:
     """Geometry of one axis; ``out`` may be below 1 here (``window_axes`` turns that into an error)."""
     span = size + pad[0] + pad[1] - dilation * (kernel - 1) - 1
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1 if span >= 0 else 0
+    out = max((-(-span // stride) if ceil_mode else span // stride) + 1, 0)
     if ceil_mode and out > 0 and (out - 1) * stride >= size + pad[0]:
         out -= 1  # PyTorch: the last window must start inside the input or its left padding
     extra = max((out - 1) * stride + dilation * (kernel - 1) + 1 - (size + pad[0] + pad[1]), 0)
@@ -65,7 +65,7 @@ def output_size_formula(axis: WindowAxis) -> str:
     F = axis.dilation * (axis.kernel - 1) + 1
     P = axis.pad_lo + axis.pad_hi
     value = (axis.size - F + P) / axis.stride + 1
-    effective = "F" if axis.dilation == 1 else "D(F-1)+1"
+    effective = "F" if axis.dilation == 1 else "(D(F-1)+1)"
     padding = "2P" if axis.pad_lo == axis.pad_hi else "P_lo+P_hi"
     return (f"(W - {effective} + {padding})/S + 1 = ({axis.size} - {F} + {P})/{axis.stride} + 1 = "
             f"{value:g}")
