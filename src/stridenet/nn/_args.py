@@ -5,24 +5,22 @@ from __future__ import annotations
 from stridenet.functional.geometry import Pair, pair
 
 
-def positive_pair(value, name: str, layer: str) -> Pair:
+def _bounded_pair(value, name: str, layer: str, minimum: int, word: str) -> Pair:
     try:
         result = pair(value, name)
     except ValueError as error:
         raise ValueError(f"{layer}: {error}") from None
-    if min(result) < 1:
-        raise ValueError(f"{layer}: {name} must be positive, received {value!r}")
+    if min(result) < minimum:
+        raise ValueError(f"{layer}: {name} must be {word}, received {value!r}")
     return result
+
+
+def positive_pair(value, name: str, layer: str) -> Pair:
+    return _bounded_pair(value, name, layer, 1, "positive")
 
 
 def non_negative_pair(value, name: str, layer: str) -> Pair:
-    try:
-        result = pair(value, name)
-    except ValueError as error:
-        raise ValueError(f"{layer}: {error}") from None
-    if min(result) < 0:
-        raise ValueError(f"{layer}: {name} must be non-negative, received {value!r}")
-    return result
+    return _bounded_pair(value, name, layer, 0, "non-negative")
 
 
 def positive_int(value, name: str, layer: str) -> int:
