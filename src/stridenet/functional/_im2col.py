@@ -9,10 +9,10 @@ buffer. The backward pass rebuilds the columns instead of keeping them.
 Two column layouts:
 
 * channels-last (``im2col_nhwc``): row = output pixel, columns ordered (kH, kW, C/G). The copy moves
-  runs of C contiguous values and the product writes (N, H_out, W_out, K) directly. Used whenever
-  the input has more than a handful of channels.
+  runs of C contiguous values and the product writes (N, H_out, W_out, K) directly. Used when the
+  input has more than ``conv.CM_MAX_CHANNELS`` (8) channels, or groups.
 * channel-major (``im2col_cm``): (C*kH*kW, pixels), rows ordered (C, kH, kW) as the weights. The copy
-  moves runs of W_out values, which is much faster when C is 1 or 3 (first layers).
+  moves runs of W_out values, which is much faster for few channels (first layers: 1 or 3).
 """
 
 from __future__ import annotations

@@ -6,13 +6,20 @@ import numpy as np
 
 
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``max(x, 0)``; the gradient at exactly 0 is taken as 0, as in PyTorch."""
-    positive = x > 0
-    return np.where(positive, x, np.zeros((), x.dtype)), positive
+    """``max(x, 0)`` (NaN stays NaN, as in PyTorch); the gradient at exactly 0 is taken as 0.
+
+    ``np.maximum`` and a multiply by the mask are several times faster than ``np.where`` on
+    mixed-sign data, and keep a channels-last input's memory layout.
+    """
+    return np.maximum(x, x.dtype.type(0)), x > 0
 
 
 def relu_backward(dout: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    return np.where(positive, dout, np.zeros((), dout.dtype))
+    """``dout`` where the input was positive, 0 elsewhere (also for non-finite ``dout``, as PyTorch)."""
+    dx = dout * positive
+    if not np.isfinite(dx).all():
+        return np.where(positive, dout, np.zeros((), dout.dtype))
+    return dx
 
 
 def leaky_relu_forward(x: np.ndarray, negative_slope: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
