@@ -76,11 +76,13 @@ def alternate(candidates: dict[str, Callable[[], object]], repeats: int, min_sec
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def rerun_with_blas_unset(argv: list[str]) -> int:
-    """Run this script again with the OpenBLAS variables removed from its environment."""
+def rerun_with_blas_unset(script: str, argv: list[str] | None) -> int:
+    """Run ``script`` again, with the same arguments less ``--blas-both``, and the OpenBLAS variables
+    removed from its environment."""
+    rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--blas-both"]
     env = {k: v for k, v in os.environ.items() if k not in BLAS_VARIABLES}
     print(f"\n=== again with {' and '.join(BLAS_VARIABLES)} unset ===\n", flush=True)
-    return subprocess.call([sys.executable, *argv], env=env)
+    return subprocess.call([sys.executable, script, *rest], env=env)
 
 
 def blas_setting_label() -> str:

@@ -174,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{t['torch_fwd'] / t['ours_fwd']:9.2f} | {t['ours'] * 1e3:15.2f} | {t['torch'] * 1e3:16.2f} | "
               f"{t['torch'] / t['ours']:5.2f} | {gf} |", flush=True)
     if args.blas_both:
-        rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--blas-both"]
-        return rerun_with_blas_unset([__file__, *rest])
+        return rerun_with_blas_unset(__file__, argv)
     return 0
 
 

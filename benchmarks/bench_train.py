@@ -208,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{ours['step_mb'] / max(theirs['step_mb'], 1e-9):23.2f} |")
     print("# ratio: stridenet / torch (throughput above 1 = we are faster; memory below 1 = we use less)")
     if args.blas_both:
-        rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--blas-both"]
-        return rerun_with_blas_unset([__file__, *rest])
+        return rerun_with_blas_unset(__file__, argv)
     return 0
 
 
