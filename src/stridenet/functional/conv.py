@@ -146,6 +146,8 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache,
         dw, db = _weight_grads_cm(x, dout, w, axes, has_bias)
         dx = _input_grad_cm(dout, w, axes, x.shape) if need_dx else None
         return dx, dw, db
+    if need_dx and _shares_columns(x, axes, G):
+        return _backward_stride1(x, dout, w, axes, has_bias)
     dw_rows, db = _weight_grads_nhwc(x, dout, G, axes, has_bias)
     dw = dw_rows.reshape(G, *w.shape[2:], w.shape[1], K // G).transpose(0, 4, 3, 1, 2).reshape(w.shape)
     dx = _input_grad_nhwc(dout, w, axes, G, x.shape) if need_dx else None
@@ -206,6 +208,44 @@ def _forward_nhwc(x: np.ndarray, w_rows: np.ndarray, b: np.ndarray | None, axes:
                 dst.reshape(-1, G, Kg)[...] = np.matmul(cols, w_rows).transpose(1, 0, 2)
             if b is not None and not fused:
                 dst += b
+
+
+def _shares_columns(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], G: int) -> bool:
+    """Stride 1, one group, a real window: both gradients can come from the columns of ``dout`` alone."""
+    return G == 1 and axes[0].stride == axes[1].stride == 1 and not _reads_rows(x, axes, G)
+
+
+def _backward_stride1(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
+                      has_bias: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(dx, dw, db)`` of a stride-1 convolution from one set of columns, built from ``dout``.
+
+    Input pixel q receives ``dout[q + P - i*D] @ w[i]`` over the taps i (see ``_input_grad_nhwc``),
+    and tap i's weight gradient is ``sum_q x[q]^T dout[q + P - i*D]``: the same ``dout`` windows, one
+    per input pixel. So the columns of ``dout`` under the flipped kernel serve both products,
+    ``dx = columns @ flipped weights`` and ``dw = x^T @ columns``, and ``x`` is never copied into
+    columns in backward (out-of-range windows read the zero padding, whose share of ``dw`` is 0).
+    """
+    N, H, W, C = x.shape
+    K, _, kH, kW = w.shape
+    (_, taps_h, axis_h), = _phases(axes[0], H)
+    (_, taps_w, axis_w), = _phases(axes[1], W)
+    flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)               # (C, K, kH, kW), taps reversed
+    rows = _weight_rows(np.ascontiguousarray(flipped), 1)[0]          # (kH*kW*K, C)
+    phase_axes = (axis_h, axis_w)
+    dx = np.empty(x.shape, dout.dtype)                                # (N, H, W, C)
+    dx_rows = dx.reshape(-1, C)
+    grads = np.zeros((C, kH * kW * K), np.float64)                    # x^T @ columns, summed over blocks
+    for n0, n1, block_list in blocks(N, H, _row_bytes(phase_axes, K, dout.itemsize)):
+        dp = pad(dout[n0:n1], _pads(phase_axes), (1, 2), "x_padded")  # (B, H_out + pads, W_out + pads, K)
+        for _, _, h0, h1 in block_list:
+            cols = im2col_nhwc(dp, phase_axes, h0, h1, 1)[0]          # (B*rows*W, kH*kW*K)
+            np.matmul(cols, rows, out=dx_rows[_block_rows(phase_axes, n0, n1, h0, h1)])
+            x_rows = np.ascontiguousarray(x[n0:n1, h0:h1]).reshape(-1, C)
+            grads += _columns_times_dout(x_rows.T, cols)
+    # grads[c, (a, b, k)] belongs to tap (kH-1-a, kW-1-b) of filter k
+    dw = grads.reshape(C, kH, kW, K)[:, ::-1, ::-1].transpose(3, 0, 1, 2).astype(w.dtype)
+    db = dout.reshape(-1, K).sum(axis=0, dtype=np.float64).astype(w.dtype) if has_bias else None
+    return as_nchw(dx), np.ascontiguousarray(dw), db
 
 
 def _weight_grads_nhwc(x: np.ndarray, dout: np.ndarray, G: int, axes: tuple[WindowAxis, WindowAxis],
