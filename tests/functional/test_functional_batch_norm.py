@@ -11,6 +11,7 @@ import pytest
 from reference import naive
 from reference.gradcheck import gradient_errors, rel_error
 from stridenet.functional import batch_norm_backward, batch_norm_forward
+from stridenet.functional._layout import is_channels_last
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -89,3 +90,56 @@ def test_batch_norm_matches_torch(parity, shape, training: bool, dtype) -> None:
     parity.check("batch_norm", "dx", dx, xt.grad)
     parity.check("batch_norm", "dgamma", dgamma, gt.grad)
     parity.check("batch_norm", "dbeta", dbeta, bt.grad)
+
+
+def channels_last(a: np.ndarray) -> np.ndarray:
+    """The same values, laid out (N, H, W, C) in memory, as convolutions hand them on."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batch_norm_on_channels_last_input_keeps_the_layout_and_the_results(training: bool, affine: bool) -> None:
+    x, gamma, beta, running_mean, running_var, dout = bn_arrays((3, 4, 5, 6), seed=4)
+    g, b = (gamma, beta) if affine else (None, None)
+    x_cl, dout_cl = channels_last(x), channels_last(dout)
+    out, cache, mean, var = batch_norm_forward(x_cl, g, b, running_mean, running_var, training)
+    assert is_channels_last(out)
+    ones, zeros = np.ones_like(gamma), np.zeros_like(beta)
+    expected = naive.batch_norm_forward(x, gamma if affine else ones, beta if affine else zeros,
+                                        running_mean, running_var, training, 1e-5)
+    assert rel_error(out, expected) < 1e-13
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)) if training else running_mean, rtol=1e-13)
+    np.testing.assert_allclose(var, x.var(axis=(0, 2, 3)) if training else running_var, rtol=1e-13)
+    ndx, ndgamma, ndbeta = naive.batch_norm_backward(dout, x, gamma if affine else ones, running_mean, running_var,
+                                                     training, 1e-5)
+    for d in (dout_cl, dout):   # the output gradient in either layout
+        dx, dgamma, dbeta = batch_norm_backward(d, cache)
+        assert is_channels_last(dx)
+        assert rel_error(dx, ndx) < 1e-12
+        assert rel_error(dbeta, ndbeta) < 1e-13
+        assert dgamma is None if not affine else rel_error(dgamma, ndgamma) < 1e-13
+
+    def forward() -> np.ndarray:
+        return batch_norm_forward(x_cl, g, b, running_mean, running_var, training)[0]
+
+    def backward(d: np.ndarray) -> dict[str, np.ndarray]:
+        dx, dgamma, dbeta = batch_norm_backward(d, batch_norm_forward(x_cl, g, b, running_mean, running_var,
+                                                                      training)[1])
+        return {"x": dx, "gamma": dgamma, "beta": dbeta}
+
+    errors = gradient_errors(forward, backward, {"x": x_cl, "gamma": gamma, "beta": beta} if affine else {"x": x_cl})
+    assert max(errors.values()) < 1e-7, errors
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batch_norm_channels_last_float32_matches_torch(parity, training: bool) -> None:
+    x, gamma, beta, running_mean, running_var, dout = bn_arrays((8, 16, 7, 7), seed=5, dtype=np.float32)
+    out, cache, _, _ = batch_norm_forward(channels_last(x), gamma, beta, running_mean, running_var, training)
+    dx, dgamma, dbeta = batch_norm_backward(channels_last(dout), cache)
+    xt, gt, bt = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    out_t = F.batch_norm(xt, torch.tensor(running_mean), torch.tensor(running_var), gt, bt, training, 0.1, 1e-5)
+    out_t.backward(torch.tensor(dout))
+    for name, ours, theirs in (("out", out, out_t), ("dx", dx, xt.grad), ("dgamma", dgamma, gt.grad),
+                               ("dbeta", dbeta, bt.grad)):
+        parity.check("batch_norm channels-last", name, ours, theirs)
