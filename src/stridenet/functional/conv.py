@@ -227,8 +227,8 @@ def _backward_stride1(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tupl
     """
     N, H, W, C = x.shape
     K, _, kH, kW = w.shape
-    (_, taps_h, axis_h), = _phases(axes[0], H)
-    (_, taps_w, axis_w), = _phases(axes[1], W)
+    ((_, _, axis_h),) = _phases(axes[0], H)   # stride 1: one phase, every tap
+    ((_, _, axis_w),) = _phases(axes[1], W)
     flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)               # (C, K, kH, kW), taps reversed
     rows = _weight_rows(np.ascontiguousarray(flipped), 1)[0]          # (kH*kW*K, C)
     phase_axes = (axis_h, axis_w)

@@ -15,8 +15,8 @@ from stridenet.functional._layout import is_channels_last
 
 
 class BatchNormCache(NamedTuple):
-    x_hat: np.ndarray          # normalised input, same shape as x
-    inv_std: np.ndarray        # (C,) 1/sqrt(var + eps)
+    centred: np.ndarray        # x - mean, same shape and memory layout as x
+    inv_std: np.ndarray        # (C,) 1/sqrt(var + eps); x_hat = centred * inv_std
     gamma: np.ndarray | None   # (C,) or None without affine parameters
     training: bool             # batch statistics (True) or running statistics (False)
 
@@ -32,7 +32,8 @@ def batch_norm_forward(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray
     """Normalise each channel, then scale by gamma and shift by beta.
 
     ``running_mean``/``running_var`` are only read in evaluation mode (``training=False``) and may be
-    None in training mode.
+    None in training mode. Channels-last inputs (what convolutions produce) and (N, C) inputs run as
+    a matrix of rows (``_rows``), and keep their layout.
 
     Returns:
         ``(out, cache, batch_mean, batch_var)``; the batch statistics (biased variance) are what a
@@ -44,15 +45,14 @@ def batch_norm_forward(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray
     known = next((v.shape[0] for v in (running_mean, gamma) if v is not None), None)
     if x.ndim < 2 or (known is not None and x.shape[1] != known):
         raise ShapeError(f"expected input (N, {known}, ...), received shape {x.shape}")
-    rows = _as_rows(x)
     if training:
-        count = x.size // x.shape[1]
-        if count < 2:
+        if x.size // x.shape[1] < 2:
             raise ShapeError(f"expected more than 1 value per channel when training, received shape {x.shape}")
     elif running_mean is None or running_var is None:
         raise ValueError("batch_norm_forward: evaluation mode needs running_mean and running_var")
+    rows = _rows(x)
     if rows is not None:
-        return _forward_rows(x, rows, gamma, beta, running_mean, running_var, training, eps)
+        return _forward_rows(x, *rows, gamma, beta, running_mean, running_var, training, eps)
     axes = (0, *range(2, x.ndim))
     if training:
         mean = x.mean(axis=axes)
@@ -60,59 +60,13 @@ def batch_norm_forward(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray
     else:
         mean, var = running_mean, running_var
     inv_std = (1.0 / np.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
-    x_hat = (x - _channel_view(mean, x.ndim)) * _channel_view(inv_std, x.ndim)
-    out = x_hat if gamma is None else x_hat * _channel_view(gamma, x.ndim)
+    centred = x - _channel_view(mean.astype(x.dtype), x.ndim)
+    out = centred * _channel_view(inv_std, x.ndim)
+    if gamma is not None:
+        out *= _channel_view(gamma, x.ndim)
     if beta is not None:
-        out = out + _channel_view(beta, x.ndim)
-    return out, BatchNormCache(x_hat, inv_std, gamma, training), mean, var
-
-
-def _as_rows(x: np.ndarray) -> np.ndarray | None:
-    """The (values, C) matrix view of ``x`` when its channels are the contiguous last axis in memory:
-    (N, C) inputs and channels-last (N, C, H, W) ones (what convolutions produce); else None."""
-    if x.ndim == 2 and x.flags.c_contiguous:
-        return x
-    if x.ndim == 4 and is_channels_last(x):
-        return x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
-    return None
-
-
-def _like(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """(values, C) rows back to the shape of ``x``, keeping the channels-last memory."""
-    if x.ndim == 2:
-        return rows
-    N, C, H, W = x.shape
-    return rows.reshape(N, H, W, C).transpose(0, 3, 1, 2)
-
-
-def _channel_sums(rows: np.ndarray) -> np.ndarray:
-    """Sum over the rows of a (values, C) matrix: a matrix-vector product, blocked and vectorised."""
-    return np.ones(rows.shape[0], rows.dtype) @ rows
-
-
-def _forward_rows(x: np.ndarray, rows: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None,
-                  running_mean: np.ndarray | None, running_var: np.ndarray | None, training: bool,
-                  eps: float) -> tuple[np.ndarray, BatchNormCache, np.ndarray, np.ndarray]:
-    """``batch_norm_forward`` on the (values, C) rows of a channels-last input: every pass runs over
-    contiguous memory, and the temporaries are updated in place."""
-    m = rows.shape[0]
-    if training:
-        mean = _channel_sums(rows) / rows.dtype.type(m)
-        x_hat = rows - mean
-        var = np.einsum("ij,ij->j", x_hat, x_hat) / rows.dtype.type(m)
-    else:
-        mean, var = running_mean, running_var
-        x_hat = rows - mean.astype(rows.dtype)
-    inv_std = (1.0 / np.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
-    x_hat *= inv_std
-    if gamma is None:
-        out = x_hat if beta is None else x_hat + beta
-    else:
-        out = x_hat * gamma
-        if beta is not None:
-            out += beta
-    cache = BatchNormCache(_like(x_hat, x), inv_std, gamma, training)
-    return _like(out, x), cache, mean, var
+        out += _channel_view(beta, x.ndim)
+    return out, BatchNormCache(centred, inv_std, gamma, training), mean, var
 
 
 def batch_norm_backward(dout: np.ndarray, cache: BatchNormCache
@@ -120,14 +74,15 @@ def batch_norm_backward(dout: np.ndarray, cache: BatchNormCache
     """``(dx, dgamma, dbeta)``. In training mode the batch statistics depend on x, giving
     ``dx = inv_std/m * (m*g - sum(g) - x_hat*sum(g*x_hat))`` with ``g = dout*gamma`` and m values
     per channel; in evaluation mode the statistics are constants and ``dx = g*inv_std``."""
-    x_hat, inv_std, gamma, training = cache
-    if dout.shape != x_hat.shape:
-        raise ShapeError(f"expected an output gradient of shape {x_hat.shape}, received {dout.shape}")
-    x_rows = _as_rows(x_hat)
-    if x_rows is not None:
-        return _backward_rows(dout, x_rows, cache)
+    centred, inv_std, gamma, training = cache
+    if dout.shape != centred.shape:
+        raise ShapeError(f"expected an output gradient of shape {centred.shape}, received {dout.shape}")
+    rows = _rows(centred)
+    if rows is not None:
+        return _backward_rows(dout, *rows, cache)
     ndim = dout.ndim
     axes = (0, *range(2, ndim))
+    x_hat = centred * _channel_view(inv_std, ndim)
     dbeta = dout.sum(axis=axes)
     dgamma = (dout * x_hat).sum(axis=axes)
     g = dout if gamma is None else dout * _channel_view(gamma, ndim)
@@ -141,21 +96,80 @@ def batch_norm_backward(dout: np.ndarray, cache: BatchNormCache
     return dx, dgamma if gamma is not None else None, dbeta
 
 
-def _backward_rows(dout: np.ndarray, x_hat: np.ndarray, cache: BatchNormCache
-                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """``batch_norm_backward`` on (values, C) rows, as ``dx = a*dout - (b*x_hat + c)`` per channel with
-    ``a = gamma*inv_std``, ``b = a*sum(dout*x_hat)/m`` and ``c = a*sum(dout)/m`` (training mode)."""
-    _, inv_std, gamma, training = cache
-    shape = cache.x_hat.shape
-    d = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, shape[1]) if dout.ndim == 4 else dout
-    dbeta = _channel_sums(d)
-    dgamma = np.einsum("ij,ij->j", d, x_hat)
-    a = inv_std if gamma is None else inv_std * gamma
-    if training:
-        m = d.dtype.type(d.shape[0])
-        dx = x_hat * (a * dgamma / m)
-        dx += a * dbeta / m
-        np.subtract(d * a, dx, out=dx)
+# Channels-last and (N, C) inputs: a (values, C) matrix, widened to long rows.
+
+def _rows(x: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """``x`` as (M/k, k*C) rows of whole channel vectors, and k, when its channels are the contiguous
+    last axis in memory ((N, C) inputs, channels-last (N, C, H, W) ones); else None.
+
+    k*C is near 2048: a per-channel vector tiled k times then broadcasts along long rows. NumPy runs
+    its inner loop along a row, so with C = 32 values per row it would spend its time between rows.
+    """
+    if x.ndim == 2 and x.flags.c_contiguous:
+        values = x
+    elif x.ndim == 4 and is_channels_last(x):
+        values = x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
     else:
-        dx = d * a
-    return _like(dx, cache.x_hat), dgamma if gamma is not None else None, dbeta
+        return None
+    M, C = values.shape
+    k = next(k for k in range(max(min(M, 2048 // C), 1), 0, -1) if M % k == 0)
+    return values.reshape(M // k, k * C), k
+
+
+def _like(wide: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Widened rows back to the shape of ``x``, keeping the channels-last memory."""
+    if x.ndim == 2:
+        return wide.reshape(x.shape)
+    N, C, H, W = x.shape
+    return wide.reshape(N, H, W, C).transpose(0, 3, 1, 2)
+
+
+def _channel_sums(wide: np.ndarray, k: int) -> np.ndarray:
+    """Per-channel sums of widened rows: a matrix-vector product (blocked, vectorised), then a fold."""
+    return (np.ones(wide.shape[0], wide.dtype) @ wide).reshape(k, -1).sum(axis=0)
+
+
+def _channel_dots(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    """Per-channel sums of ``a * b`` over widened rows, without the product array."""
+    return np.einsum("ij,ij->j", a, b).reshape(k, -1).sum(axis=0)
+
+
+def _forward_rows(x: np.ndarray, wide: np.ndarray, k: int, gamma: np.ndarray | None, beta: np.ndarray | None,
+                  running_mean: np.ndarray | None, running_var: np.ndarray | None, training: bool,
+                  eps: float) -> tuple[np.ndarray, BatchNormCache, np.ndarray, np.ndarray]:
+    """``batch_norm_forward`` in three passes over memory: centre, sum squares, ``centred*a + b``."""
+    dtype = x.dtype.type
+    m = dtype(x.size // x.shape[1])
+    if training:
+        mean = _channel_sums(wide, k) / m
+        centred = wide - np.tile(mean, k)
+        var = _channel_dots(centred, centred, k) / m
+    else:
+        mean, var = running_mean, running_var
+        centred = wide - np.tile(mean.astype(x.dtype), k)
+    inv_std = (1.0 / np.sqrt(var + dtype(eps))).astype(x.dtype)
+    out = centred * np.tile(inv_std if gamma is None else inv_std * gamma, k)
+    if beta is not None:
+        out += np.tile(beta, k)
+    return _like(out, x), BatchNormCache(_like(centred, x), inv_std, gamma, training), mean, var
+
+
+def _backward_rows(dout: np.ndarray, centred: np.ndarray, k: int, cache: BatchNormCache
+                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``batch_norm_backward`` as ``dx = a*dout - (b*centred + c)`` per channel, with ``a = gamma*inv_std``,
+    ``b = a*inv_std*sum(dout*centred)/m`` and ``c = a*sum(dout)/m`` (training mode; ``dx = a*dout``
+    in evaluation mode), and ``dgamma = inv_std*sum(dout*centred)``: x_hat is never formed."""
+    _, inv_std, gamma, training = cache
+    C = inv_std.shape[0]
+    d = dout if dout.ndim == 2 else dout.transpose(0, 2, 3, 1)
+    d = np.ascontiguousarray(d).reshape(centred.shape)
+    m = d.dtype.type(d.size // C)
+    dbeta = _channel_sums(d, k)
+    dgamma = _channel_dots(d, centred, k) * inv_std
+    a = inv_std if gamma is None else inv_std * gamma
+    dx = d * np.tile(a, k)
+    if training:
+        correction = centred * np.tile(a * inv_std * dgamma / m, k)
+        correction += np.tile(a * dbeta / m, k)
+        dx -= correction
+    return _like(dx, cache.centred), dgamma if gamma is not None else None, dbeta
