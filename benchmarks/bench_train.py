@@ -110,7 +110,8 @@ def stridenet_worker(steps: int, clock: str) -> dict[str, float]:
         x, y = batches[next(count) % len(batches)]
         loss = loss_fn(model(x), y)
         model.zero_grad()
-        model.backward(loss_fn.backward())
+        with nn.input_grad_skipped(model):   # as torch: the images need no gradient
+            model.backward(loss_fn.backward())
         update()
         assert np.isfinite(loss)
 

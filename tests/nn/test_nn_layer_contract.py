@@ -100,3 +100,23 @@ def test_dropout_in_eval_mode_under_no_grad_keeps_no_cache() -> None:
         drop(np.ones((2, 3)))
     with pytest.raises(RuntimeError, match="backward called before forward"):
         drop.backward(np.ones((2, 3)))
+
+
+def test_input_grad_skipped_drops_only_the_first_layers_input_gradient() -> None:
+    def build() -> nn.Sequential:
+        return nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, rng=0), nn.ReLU()),
+                             nn.Conv2d(4, 2, 3, stride=2, rng=1), nn.Flatten())
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
+    full, skipped = build(), build()
+    dout = rng.standard_normal(full(x).shape).astype(np.float32)
+    dx = full.backward(dout)
+    assert dx.shape == x.shape
+    skipped(x)
+    with nn.input_grad_skipped(skipped):
+        assert nn.first_layer(skipped) is skipped[0][0]
+        assert skipped.backward(dout) is None
+    for (name, a), (_, b) in zip(full.named_parameters(), skipped.named_parameters(), strict=True):
+        np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)
+    skipped(x)   # restored afterwards: the input gradient is back
+    np.testing.assert_array_equal(skipped.backward(dout), dx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -91,3 +92,34 @@ class Residual(Layer):
         if self.shortcut is not None:
             inner += "\n" + f"  (shortcut): {self.shortcut!r}".replace("\n", "\n  ")
         return f"Residual(\n{inner}\n)"
+
+
+def first_layer(model: Layer) -> Layer:
+    """The layer that sees the model's input: the first leaf down a chain of ``Sequential``s."""
+    while isinstance(model, Sequential) and len(model):
+        model = model[0]
+    return model
+
+
+@contextmanager
+def input_grad_skipped(model: Layer) -> Iterator[None]:
+    """Within the block, the model's first layer may skip its input gradient (``Layer.input_grad``).
+
+    Training never uses the gradient with respect to the images, and for a first convolution it
+    costs as much as the weight gradient. ``model.backward`` may then return None. PyTorch skips it
+    the same way, because the input tensor does not require a gradient.
+
+    Example:
+        >>> with input_grad_skipped(model):
+        ...     model.backward(loss_fn.backward())   # doctest: +SKIP
+    """
+    layer = first_layer(model)
+    before = layer.__dict__.get("input_grad")
+    layer.input_grad = False
+    try:
+        yield
+    finally:
+        if before is None:
+            del layer.input_grad
+        else:
+            layer.input_grad = before

@@ -75,8 +75,8 @@ class Conv2d(Layer):
         self._keep(cache)
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dw, db = conv2d_backward(dout, self._take_cache())
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        dx, dw, db = conv2d_backward(dout, self._take_cache(), need_dx=self.input_grad)
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db

@@ -98,6 +98,9 @@ class Layer:
     """
 
     _buffer_names: tuple[str, ...] = ()
+    # False: backward may skip the input gradient and return None (a network's first layer, whose
+    # input is data; see ``containers.input_grad_skipped``). Conv2d honours it.
+    input_grad = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

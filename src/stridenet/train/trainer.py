@@ -232,7 +232,8 @@ class Trainer:
         loss = self.loss_fn(logits, y)
         if not math.isfinite(loss):
             self._diverged(f"loss became {loss}")
-        self.model.backward(self.loss_fn.backward())
+        with nn.input_grad_skipped(self.model):   # the images need no gradient
+            self.model.backward(self.loss_fn.backward())
         self.optimizer.step()
         self.schedule.step()
         for name, param in self.model.named_parameters():  # a NaN that ReLU or max pooling hides from the loss
