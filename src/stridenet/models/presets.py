@@ -79,6 +79,21 @@ def vgg_small(input_shape: InputShape, num_classes: int, rng: RngLike = None) ->
                   nn.Linear(256, num_classes, rng=g))
 
 
+def vgg_mini(input_shape: InputShape, num_classes: int, rng: RngLike = None) -> nn.Sequential:
+    """A lighter VGG-style net: three stages of one 3x3 conv-BN-ReLU and a 2x2 max pool (32, 64,
+    128 filters), then fc256 - relu - dropout 0.5 - fc. About 3x faster than vgg-small per image."""
+    g = as_generator(rng)
+    layers: list[nn.Layer] = []
+    c_in = input_shape[0]
+    for width in (32, 64, 128):
+        layers += _conv_bn_relu(c_in, width, g) + [nn.MaxPool2d(2)]
+        c_in = width
+    features = nn.Sequential(*layers, nn.Flatten())
+    flat = _flat_size(features, input_shape)
+    return _chain(list(features), nn.Linear(flat, 256, rng=g), nn.ReLU(), nn.Dropout(0.5, rng=g),
+                  nn.Linear(256, num_classes, rng=g))
+
+
 def allcnn(input_shape: InputShape, num_classes: int, rng: RngLike = None) -> nn.Sequential:
     """All-CNN-C after Springenberg et al. (2015), scaled down: no pooling layers; each stage ends in a
     stride-2 3x3 convolution; 1x1 convolutions produce one map per class; global average pooling."""
@@ -118,6 +133,7 @@ PRESETS: dict[str, Callable[[InputShape, int, RngLike], nn.Sequential]] = {
     "lenet5": lenet5,
     "cs231n-3layer": cs231n_3layer,
     "vgg-small": vgg_small,
+    "vgg-mini": vgg_mini,
     "allcnn": allcnn,
     "resnet-small": resnet_small,
 }
