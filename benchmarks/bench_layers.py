@@ -173,9 +173,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name:34s} | {t['ours_fwd'] * 1e3:11.2f} | {t['torch_fwd'] * 1e3:12.2f} | "
               f"{t['torch_fwd'] / t['ours_fwd']:9.2f} | {t['ours'] * 1e3:15.2f} | {t['torch'] * 1e3:16.2f} | "
               f"{t['torch'] / t['ours']:5.2f} | {gf} |", flush=True)
+    if not args.only:
+        print(blas_ceiling(args.repeats, args.clock))
     if args.blas_both:
         return rerun_with_blas_unset(__file__, argv)
     return 0
+
+
+def blas_ceiling(repeats: int, clock: str) -> str:
+    """The matrix product under the 96->96 convolution's forward pass, NumPy's BLAS against torch's.
+
+    Every convolution here ends in products like this one, so their speed bounds ours: a convolution
+    cannot beat torch by more than its BLAS does (torch's own convolutions use oneDNN, not this product).
+    """
+    import torch
+
+    M, L, K = 64 * 32 * 32, 9 * 96, 96
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((M, L), dtype=np.float32), rng.standard_normal((L, K), dtype=np.float32)
+    out = np.empty((M, K), np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    t_out = torch.empty(M, K)
+    t = alternate({"numpy": lambda: np.matmul(a, b, out=out), "torch": lambda: torch.mm(ta, tb, out=t_out)},
+                  repeats, clock=clock)
+    flops = 2 * M * L * K
+    return (f"# BLAS ceiling: ({M} x {L}) @ ({L} x {K}) float32: NumPy {flops / t['numpy'] / 1e9:.1f} GFLOP/s, "
+            f"torch.mm {flops / t['torch'] / 1e9:.1f} GFLOP/s (torch_ms/numpy_ms {t['torch'] / t['numpy']:.2f})")
 
 
 if __name__ == "__main__":

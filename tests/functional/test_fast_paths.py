@@ -21,6 +21,8 @@ from stridenet.functional import (
     conv2d_forward,
     max_pool2d_backward,
     max_pool2d_forward,
+    relu_backward,
+    relu_forward,
 )
 from stridenet.functional._layout import is_channels_last
 
@@ -187,3 +189,27 @@ def test_avg_pool_keeps_the_layout(layout) -> None:
     dx = avg_pool2d_backward(np.ones(out.shape, np.float32), cache)
     assert is_channels_last(out) == is_channels_last(dx) == (layout == "channels_last")
     assert rel_error(out, naive.avg_pool2d_forward(x, (3, 3), (2, 2), (1, 1))) < 1e-6
+
+
+def test_relu_backward_with_non_finite_or_huge_gradients_is_exact() -> None:
+    """Where the input was negative the gradient is 0 even for an infinite or NaN output gradient (as
+    PyTorch); gradients whose sum overflows float32 take the exact slow path and lose nothing."""
+    x = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
+    _, positive = relu_forward(x)
+    dx = relu_backward(np.array([[np.inf, np.nan, np.nan, -np.inf]], np.float32), positive)
+    assert np.array_equal(dx, [[0.0, np.nan, 0.0, -np.inf]], equal_nan=True)
+    huge = np.full((1, 4), 3e38, np.float32)
+    assert np.array_equal(relu_backward(huge, positive), huge * positive)
+
+
+def test_max_pool_backward_with_infinite_maxima_and_huge_gradients() -> None:
+    """+inf maxima still route by the mask; a gradient sum that overflows takes the general rule."""
+    x = np.array([[[[np.inf, 1.0], [2.0, 3.0]]], [[[0.0, -1.0], [-np.inf, 5.0]]]], np.float32)
+    for layout in (np.ascontiguousarray, channels_last):
+        out, cache = max_pool2d_forward(layout(x), 2)
+        assert out.ravel().tolist() == [np.inf, 5.0]
+        at_max = np.zeros((2, 1, 2, 2), np.float32)
+        at_max[0, 0, 0, 0] = at_max[1, 0, 1, 1] = 1
+        for value in (1.0, 3e38):
+            dx = max_pool2d_backward(np.full((2, 1, 1, 1), value, np.float32), cache)
+            assert np.array_equal(dx, at_max * np.float32(value))
