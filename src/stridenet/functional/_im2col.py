@@ -111,11 +111,16 @@ def im2col_nhwc(xp: np.ndarray, axes: tuple[WindowAxis, WindowAxis], h0: int, h1
         return xp[:, h0:h1, :w.out].reshape(1, B * rows * w.out, C)
     start, shape, strides = _window_view(xp, axes, h0, h1, (1, 2))
     sN, sC = xp.strides[0], xp.strides[3]
-    # (B, rows, W_out, kH, kW, G, C/G) -> (G, B, rows, W_out, kH, kW, C/G)
-    windows = as_strided(start, (B, *shape, G, Cg), (sN, *strides, sC * Cg, sC), writeable=False)
     length = h.kernel * w.kernel * Cg
     cols = scratch(name, (G, B * rows * w.out, length + ones), xp.dtype)
-    np.copyto(cols[:, :, :length].reshape(G, B, *shape, Cg), windows.transpose(5, 0, 1, 2, 3, 4, 6))
+    if G == 1 and w.dilation == 1 and xp.strides[2] == C * sC:
+        # a window row's kW taps are kW*C adjacent values: copy them as one run, not kW runs of C
+        windows = as_strided(start, (B, *shape[:3], w.kernel * C), (sN, *strides[:3], sC), writeable=False)
+        np.copyto(cols[0, :, :length].reshape(windows.shape), windows)
+    else:
+        # (B, rows, W_out, kH, kW, G, C/G) -> (G, B, rows, W_out, kH, kW, C/G)
+        windows = as_strided(start, (B, *shape, G, Cg), (sN, *strides, sC * Cg, sC), writeable=False)
+        np.copyto(cols[:, :, :length].reshape(G, B, *shape, Cg), windows.transpose(5, 0, 1, 2, 3, 4, 6))
     if ones:
         cols[:, :, length] = 1
     return cols

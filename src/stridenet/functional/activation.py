@@ -16,8 +16,10 @@ def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def relu_backward(dout: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """``dout`` where the input was positive, 0 elsewhere (also for non-finite ``dout``, as PyTorch)."""
-    dx = dout * positive
-    if not np.isfinite(dx.sum()):   # one pass, no temporary; a sum that overflows only takes the slow path
+    with np.errstate(over="ignore", invalid="ignore"):   # inf * 0 is handled below
+        dx = dout * positive
+        finite = np.isfinite(dx.sum())   # one pass, no temporary; a sum that overflows takes the exact path
+    if not finite:
         return np.where(positive, dout, np.zeros((), dout.dtype))
     return dx
 

@@ -134,8 +134,10 @@ def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
     dout = _in_layout(dout, channels_last)
     # Sums are one pass without temporaries: finite means no NaN/inf inside. A non-finite gradient
     # sum (or an overflow) takes the exact general rule, only slower; infinite maxima are fine.
-    nan_max = not np.isfinite(out.sum()) and np.isnan(out).any()
-    if nan_max or not np.isfinite(dout.sum()):
+    with np.errstate(over="ignore", invalid="ignore"):
+        nan_max = not np.isfinite(out.sum()) and np.isnan(out).any()
+        general = nan_max or not np.isfinite(dout.sum())
+    if general:
         dxp = _zeros_padded(x.shape, axes, dout.dtype, channels_last)
         _route_by_index(dout, x, out, axes, dxp)
         return _crop(dxp, axes, x.shape)

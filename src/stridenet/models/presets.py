@@ -84,7 +84,7 @@ def vgg_mini(input_shape: InputShape, num_classes: int, rng: RngLike = None) -> 
     (64, 128 filters), each stage ending in a 2x2 max pool; fc256 - relu - dropout 0.5 - fc.
     vgg-small's costly second 32-filter convolution at full size is what it leaves out."""
     g = as_generator(rng)
-    layers = _conv_bn_relu(input_shape[0], 32, g) + [nn.MaxPool2d(2)]
+    layers = [*_conv_bn_relu(input_shape[0], 32, g), nn.MaxPool2d(2)]
     c_in = 32
     for width in (64, 128):
         layers += _conv_bn_relu(c_in, width, g) + _conv_bn_relu(width, width, g) + [nn.MaxPool2d(2)]

@@ -13,9 +13,9 @@ from typing import Any
 TRAIN_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--dataset", "dataset", str, "mnist-sample (built in, default), mnist, fashion-mnist, cifar10 or folder"),
     ("--data-dir", "data_dir", str, "folder holding the dataset files (default: the download cache)"),
-    ("--model", "model", str, "preset name (lenet5, cs231n-3layer, vgg-small, vgg-mini, allcnn, resnet-small), spec file "
-                              "or one-line spec (default: conv5x32p2-relu-pool2-conv5x64p2-relu-pool2-fc256-relu-"
-                              "drop0.5-fc)"),
+    ("--model", "model", str, "preset name (lenet5, cs231n-3layer, vgg-small, vgg-mini, allcnn, resnet-small), "
+                              "spec file or one-line spec (default: conv5x32p2-relu-pool2-conv5x64p2-relu-pool2-"
+                              "fc256-relu-drop0.5-fc)"),
     ("--epochs", "epochs", int, "passes over the training split (default: 6)"),
     ("--batch-size", "batch_size", int, "images per step (default: 64)"),
     ("--lr", "lr", float, "learning rate, the peak for onecycle (default: 0.05 for sgd, 0.002 for adam/adamw)"),
