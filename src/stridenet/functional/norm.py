@@ -137,7 +137,8 @@ def _channel_dots(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
 def _forward_rows(x: np.ndarray, wide: np.ndarray, k: int, gamma: np.ndarray | None, beta: np.ndarray | None,
                   running_mean: np.ndarray | None, running_var: np.ndarray | None, training: bool,
                   eps: float) -> tuple[np.ndarray, BatchNormCache, np.ndarray, np.ndarray]:
-    """``batch_norm_forward`` in three passes over memory: centre, sum squares, ``centred*a + b``."""
+    """``batch_norm_forward`` over widened rows: sum, centre, sum of squares, scale, shift (the last
+    two in place), with ``a = gamma*inv_std`` folded into one per-channel factor."""
     dtype = x.dtype.type
     m = dtype(x.size // x.shape[1])
     if training:

@@ -64,35 +64,34 @@ def _conv_bn_relu(c_in: int, c_out: int, g: np.random.Generator, stride: int = 1
             nn.ReLU()]
 
 
+def _vgg(input_shape: InputShape, num_classes: int, g: np.random.Generator, stages: tuple[tuple[int, int], ...],
+         dropout: float) -> nn.Sequential:
+    """VGG stages of ``(filters, convolutions)``: that many 3x3 conv-BN-ReLU, then a 2x2 max pool;
+    then fc256 - relu - dropout - fc."""
+    layers: list[nn.Layer] = []
+    c_in = input_shape[0]
+    for width, convolutions in stages:
+        for _ in range(convolutions):
+            layers += _conv_bn_relu(c_in, width, g)
+            c_in = width
+        layers.append(nn.MaxPool2d(2))
+    features = nn.Sequential(*layers, nn.Flatten())
+    flat = _flat_size(features, input_shape)
+    return _chain(list(features), nn.Linear(flat, 256, rng=g), nn.ReLU(), nn.Dropout(dropout, rng=g),
+                  nn.Linear(256, num_classes, rng=g))
+
+
 def vgg_small(input_shape: InputShape, num_classes: int, rng: RngLike = None) -> nn.Sequential:
     """VGG-style (Simonyan & Zisserman): three stages of two 3x3 conv-BN-ReLU and a 2x2 max pool
     (32, 64, 128 filters), then fc256 - relu - dropout - fc."""
-    g = as_generator(rng)
-    layers: list[nn.Layer] = []
-    c_in = input_shape[0]
-    for width in (32, 64, 128):
-        layers += _conv_bn_relu(c_in, width, g) + _conv_bn_relu(width, width, g) + [nn.MaxPool2d(2)]
-        c_in = width
-    features = nn.Sequential(*layers, nn.Flatten())
-    flat = _flat_size(features, input_shape)
-    return _chain(list(features), nn.Linear(flat, 256, rng=g), nn.ReLU(), nn.Dropout(0.3, rng=g),
-                  nn.Linear(256, num_classes, rng=g))
+    return _vgg(input_shape, num_classes, as_generator(rng), ((32, 2), (64, 2), (128, 2)), dropout=0.3)
 
 
 def vgg_mini(input_shape: InputShape, num_classes: int, rng: RngLike = None) -> nn.Sequential:
     """A lighter VGG-style net: one 3x3 conv-BN-ReLU at full size (32 filters), then two stages of two
     (64, 128 filters), each stage ending in a 2x2 max pool; fc256 - relu - dropout 0.5 - fc.
     vgg-small's costly second 32-filter convolution at full size is what it leaves out."""
-    g = as_generator(rng)
-    layers = [*_conv_bn_relu(input_shape[0], 32, g), nn.MaxPool2d(2)]
-    c_in = 32
-    for width in (64, 128):
-        layers += _conv_bn_relu(c_in, width, g) + _conv_bn_relu(width, width, g) + [nn.MaxPool2d(2)]
-        c_in = width
-    features = nn.Sequential(*layers, nn.Flatten())
-    flat = _flat_size(features, input_shape)
-    return _chain(list(features), nn.Linear(flat, 256, rng=g), nn.ReLU(), nn.Dropout(0.5, rng=g),
-                  nn.Linear(256, num_classes, rng=g))
+    return _vgg(input_shape, num_classes, as_generator(rng), ((32, 1), (64, 2), (128, 2)), dropout=0.5)
 
 
 def allcnn(input_shape: InputShape, num_classes: int, rng: RngLike = None) -> nn.Sequential:
