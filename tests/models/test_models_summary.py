@@ -216,3 +216,16 @@ def test_memory_total_adds_up() -> None:
     assert result.memory == {"input": 2 * 36 * 4, "activations": activations, "forward_backward": 2 * activations,
                              "params": 2 * 40 * 4, "im2col": 2 * 16 * 9 * 4,
                              "total": 2 * 36 * 4 + 2 * activations + 2 * 40 * 4 + 2 * 16 * 9 * 4}
+
+
+def test_im2col_memory_is_the_largest_layers_block_capped_at_the_budget() -> None:
+    """Columns are built a block at a time into one reused buffer: the largest layer counts, not the sum,
+    and never more than the block budget, whatever the batch size."""
+    from stridenet.functional._im2col import COLS_BUDGET
+
+    small = summary("conv3x4-relu-conv3x8-relu", (1, 8, 8), batch_size=2)
+    # per image: 6x6 outputs x (1*3*3) values, then 4x4 outputs x (4*3*3): the second is larger
+    assert small.memory["im2col"] == 2 * max(6 * 6 * 9, 4 * 4 * 36) * 4
+    large = summary("conv3x32p1-relu-conv3x32p1", (1, 28, 28), batch_size=256)
+    assert 256 * 28 * 28 * 32 * 9 * 4 > COLS_BUDGET
+    assert large.memory["im2col"] == COLS_BUDGET

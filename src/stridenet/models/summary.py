@@ -10,7 +10,9 @@ arithmetic the kernels use. Conventions:
 - activation memory: the layer's output for a batch of 1 in float32 (containers: 0, except a
   residual block's sum). The memory total at batch size B is the input, twice the activations
   (kept for backward, and their gradients), parameters with their gradients, and the im2col
-  matrices stridenet's convolutions keep for backward.
+  block buffer: convolutions build their columns a block at a time into one reused buffer of at most
+  ``COLS_BUDGET`` (4 MiB), and rebuild them in backward instead of keeping them, so the buffer is the
+  largest layer's columns for the batch, capped at the budget (the bias column left out).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from stridenet import nn
 from stridenet.errors import ShapeError
+from stridenet.functional import _im2col
 from stridenet.functional.geometry import WindowAxis, output_size_formula, unseen_pixels
 from stridenet.models.receptive import Field
 from stridenet.models.shapes import Shape, layer_axes, num_non_trainable, num_trainable, output_shape
@@ -74,7 +77,7 @@ class Summary:
         total_params, total_non_trainable, total_macs: sums over the (non-container) layers.
         memory: bytes at ``batch_size`` in float32: ``input``, ``activations`` (forward),
             ``forward_backward`` (activations and their gradients), ``params`` (with gradients),
-            ``im2col`` (conv caches), ``total``.
+            ``im2col`` (the reused column buffer), ``total``.
         error: why the summary stopped early (an output size below 1, a shape mismatch), or None.
     """
 
@@ -238,7 +241,7 @@ class _Walker:
         if isinstance(layer, nn.Conv2d):
             window = (layer.in_channels // layer.groups) * math.prod(layer.kernel_size)
             row.macs = math.prod(out) * window
-            self.im2col += math.prod(out[1:]) * window * layer.groups
+            self.im2col = max(self.im2col, math.prod(out[1:]) * window * layer.groups)   # per image
         elif isinstance(layer, nn.Linear):
             row.macs = math.prod(out) * layer.in_features
         self.fill(row, out, field, math.prod(out))
@@ -291,7 +294,7 @@ def summary(model: Any, input_shape: tuple[int, ...], *, num_classes: int = 10, 
         "activations": activations,
         "forward_backward": 2 * activations,
         "params": (2 * total_params + total_non_trainable) * BYTES,
-        "im2col": batch_size * walker.im2col * BYTES,
+        "im2col": min(batch_size * walker.im2col * BYTES, _im2col.COLS_BUDGET),
     }
     memory["total"] = memory["input"] + memory["forward_backward"] + memory["params"] + memory["im2col"]
     return Summary(tuple(input_shape), batch_size, walker.rows, total_params, total_non_trainable,

@@ -77,7 +77,7 @@ def footer_lines(summary: Summary) -> list[str]:
         f"Memory for forward + backward at batch size {summary.batch_size} (float32): "
         f"{human_bytes(memory['total'])} = input {human_bytes(memory['input'])} + activations and their "
         f"gradients 2 x {human_bytes(memory['activations'])} + parameters and gradients "
-        f"{human_bytes(memory['params'])} + conv im2col caches {human_bytes(memory['im2col'])}",
+        f"{human_bytes(memory['params'])} + im2col block buffer {human_bytes(memory['im2col'])}",
     ]
     for row in summary.rows:
         if row.note:
