@@ -227,10 +227,9 @@ def _backward_stride1(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tupl
     """
     N, H, W, C = x.shape
     K, _, kH, kW = w.shape
-    ((_, _, axis_h),) = _phases(axes[0], H)   # stride 1: one phase, every tap
-    ((_, _, axis_w),) = _phases(axes[1], W)
-    flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)               # (C, K, kH, kW), taps reversed
-    rows = _weight_rows(np.ascontiguousarray(flipped), 1)[0]          # (kH*kW*K, C)
+    ((_, taps_h, axis_h),) = _phases(axes[0], H)   # stride 1: one phase, every tap
+    ((_, taps_w, axis_w),) = _phases(axes[1], W)
+    rows = _flipped_rows(w, 1, taps_h, taps_w)[0]                     # (kH*kW*K, C)
     phase_axes = (axis_h, axis_w)
     dx = np.empty(x.shape, dout.dtype)                                # (N, H, W, C)
     dx_rows = dx.reshape(-1, C)
@@ -300,19 +299,15 @@ def _input_grad_nhwc(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, Wi
     S there are S x S of them ("phases"), each writing every S-th row and column of dx. Unlike
     scattering column gradients back onto windows, this writes each dx value once.
     """
-    H, W, C = x_shape[1:]
-    K, Cg, kH, kW = w.shape
+    H, W = x_shape[1:3]
     dx = np.empty(x_shape, dout.dtype)
-    by_group = w.reshape(G, K // G, Cg, kH, kW)
     for r_h, taps_h, axis_h in _phases(axes[0], H):
         for r_w, taps_w, axis_w in _phases(axes[1], W):
             target = dx[:, r_h::axes[0].stride, r_w::axes[1].stride]  # (N, H_r, W_r, C)
             if not (taps_h and taps_w):
                 target[...] = 0                                      # rows no tap reaches
                 continue
-            # (G, K/G, C/G, m_h, m_w), taps reversed -> (C, K/G, m_h, m_w)
-            flipped = by_group[:, :, :, taps_h[::-1]][:, :, :, :, taps_w[::-1]].transpose(0, 2, 1, 3, 4)
-            rows = _weight_rows(flipped.reshape(C, K // G, len(taps_h), len(taps_w)), G)
+            rows = _flipped_rows(w, G, taps_h, taps_w)
             if target.flags.c_contiguous:
                 _forward_nhwc(dout, rows, None, (axis_h, axis_w), target)
             else:
@@ -320,6 +315,16 @@ def _input_grad_nhwc(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, Wi
                 _forward_nhwc(dout, rows, None, (axis_h, axis_w), phase)
                 target[...] = phase
     return as_nchw(dx)
+
+
+def _flipped_rows(w: np.ndarray, G: int, taps_h: list[int], taps_w: list[int]) -> np.ndarray:
+    """The filters of the input-gradient convolution: the given taps reversed, input and output channels
+    swapped, as right-hand matrices (G, m_h*m_w*K/G, C/G) (see ``_weight_rows``)."""
+    K, Cg, kH, kW = w.shape
+    by_group = w.reshape(G, K // G, Cg, kH, kW)
+    # (G, K/G, C/G, m_h, m_w), taps reversed -> (C, K/G, m_h, m_w)
+    flipped = by_group[:, :, :, taps_h[::-1]][:, :, :, :, taps_w[::-1]].transpose(0, 2, 1, 3, 4)
+    return _weight_rows(flipped.reshape(G * Cg, K // G, len(taps_h), len(taps_w)), G)
 
 
 def _phases(axis: WindowAxis, size: int) -> list[tuple[int, list[int], WindowAxis]]:
