@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stridenet.errors import ShapeError
-from stridenet.functional._layout import is_channels_last
+from stridenet.functional._layout import as_nchw, is_channels_last, to_nhwc
 
 
 class BatchNormCache(NamedTuple):
@@ -108,7 +108,7 @@ def _rows(x: np.ndarray) -> tuple[np.ndarray, int] | None:
     if x.ndim == 2 and x.flags.c_contiguous:
         values = x
     elif x.ndim == 4 and is_channels_last(x):
-        values = x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+        values = to_nhwc(x).reshape(-1, x.shape[1])   # a view: x is channels-last
     else:
         return None
     M, C = values.shape
@@ -121,7 +121,7 @@ def _like(wide: np.ndarray, x: np.ndarray) -> np.ndarray:
     if x.ndim == 2:
         return wide.reshape(x.shape)
     N, C, H, W = x.shape
-    return wide.reshape(N, H, W, C).transpose(0, 3, 1, 2)
+    return as_nchw(wide.reshape(N, H, W, C))
 
 
 def _channel_sums(wide: np.ndarray, k: int) -> np.ndarray:
@@ -161,10 +161,8 @@ def _backward_rows(dout: np.ndarray, centred: np.ndarray, k: int, cache: BatchNo
     ``b = a*inv_std*sum(dout*centred)/m`` and ``c = a*sum(dout)/m`` (training mode; ``dx = a*dout``
     in evaluation mode), and ``dgamma = inv_std*sum(dout*centred)``: x_hat is never formed."""
     _, inv_std, gamma, training = cache
-    C = inv_std.shape[0]
-    d = dout if dout.ndim == 2 else dout.transpose(0, 2, 3, 1)
-    d = np.ascontiguousarray(d).reshape(centred.shape)
-    m = d.dtype.type(d.size // C)
+    d = (np.ascontiguousarray(dout) if dout.ndim == 2 else to_nhwc(dout)).reshape(centred.shape)
+    m = d.dtype.type(d.size // inv_std.shape[0])
     dbeta = _channel_sums(d, k)
     dgamma = _channel_dots(d, centred, k) * inv_std
     a = inv_std if gamma is None else inv_std * gamma
