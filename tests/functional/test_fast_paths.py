@@ -14,6 +14,7 @@ import pytest
 import stridenet.functional._im2col as im2col
 from reference import naive
 from reference.gradcheck import rel_error
+from reference.layouts import channels_last
 from stridenet.functional import (
     avg_pool2d_backward,
     avg_pool2d_forward,
@@ -25,12 +26,6 @@ from stridenet.functional import (
     relu_forward,
 )
 from stridenet.functional._layout import is_channels_last
-
-
-def channels_last(a: np.ndarray) -> np.ndarray:
-    """The same values, laid out (N, H, W, C) in memory, as the convolutions hand them on."""
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-
 
 # (x shape, w shape, stride, padding ((top, bottom), (left, right)), dilation, groups)
 # More than CM_MAX_CHANNELS (8) input channels per group take the channels-last path.

@@ -10,6 +10,7 @@ import pytest
 
 from reference import naive
 from reference.gradcheck import gradient_errors, rel_error
+from reference.layouts import channels_last
 from stridenet.functional import batch_norm_backward, batch_norm_forward
 from stridenet.functional._layout import is_channels_last
 
@@ -95,11 +96,6 @@ def test_batch_norm_matches_torch(parity, shape, training: bool, dtype) -> None:
     parity.check("batch_norm", "dx", dx, xt.grad)
     parity.check("batch_norm", "dgamma", dgamma, gt.grad)
     parity.check("batch_norm", "dbeta", dbeta, bt.grad)
-
-
-def channels_last(a: np.ndarray) -> np.ndarray:
-    """The same values, laid out (N, H, W, C) in memory, as convolutions hand them on."""
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
 @pytest.mark.parametrize("affine", [True, False])

@@ -1,1 +1,2 @@
-"""Test-only references: naive loop kernels (``naive``) and the numerical gradient check (``gradcheck``)."""
+"""Test-only references: naive loop kernels (``naive``), the numerical gradient check (``gradcheck``) and
+memory layouts (``layouts``)."""
