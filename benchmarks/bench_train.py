@@ -48,29 +48,26 @@ def reset_peak_rss() -> None:
         pass
 
 
-def measure(train_step, infer_step, steps: int, clock: str) -> dict[str, float]:
-    """Images per second of training and inference, and the memory each phase adds."""
-    now = CLOCKS[clock]
+def timed_phase(step, steps: int, now) -> tuple[float, float, float]:
+    """Run ``step`` 3 times to warm up, then ``steps`` times: (seconds, RSS before in MB, peak RSS in MB)."""
     base = rss_mb("VmRSS")
     reset_peak_rss()
     for _ in range(3):
-        train_step()
+        step()
     start = now()
     for _ in range(steps):
-        train_step()
-    train_s = now() - start
-    train_peak = rss_mb("VmHWM")
-    infer_base = rss_mb("VmRSS")
-    reset_peak_rss()
-    for _ in range(3):
-        infer_step()
-    start = now()
-    for _ in range(steps):
-        infer_step()
-    infer_s = now() - start
+        step()
+    return now() - start, base, rss_mb("VmHWM")
+
+
+def measure(train_step, infer_step, steps: int, clock: str) -> dict[str, float]:
+    """Images per second of training and inference, and the memory each phase adds."""
+    now = CLOCKS[clock]
+    train_s, base, train_peak = timed_phase(train_step, steps, now)
+    infer_s, infer_base, infer_peak = timed_phase(infer_step, steps, now)
     return {"train_ips": steps * BATCH / train_s, "infer_ips": steps * BATCH / infer_s,
-            "peak_rss_mb": max(train_peak, rss_mb("VmHWM")), "step_mb": train_peak - base,
-            "infer_mb": rss_mb("VmHWM") - infer_base}
+            "peak_rss_mb": max(train_peak, infer_peak), "step_mb": train_peak - base,
+            "infer_mb": infer_peak - infer_base}
 
 
 def stridenet_worker(steps: int, clock: str) -> dict[str, float]:
