@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from types import EllipsisType
+
 import numpy as np
+
+from stridenet.functional._parallel import image_slices, run_parallel
 
 
 def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -11,17 +15,33 @@ def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``np.maximum`` and a multiply by the mask are several times faster than ``np.where`` on
     mixed-sign data, and keep a channels-last input's memory layout.
     """
-    return np.maximum(x, x.dtype.type(0)), x > 0
+    out, positive = np.empty_like(x), np.empty_like(x, dtype=bool)   # x's memory layout
+
+    def part(s: slice | EllipsisType) -> None:
+        np.maximum(x[s], x.dtype.type(0), out=out[s])
+        np.greater(x[s], 0, out=positive[s])
+
+    run_parallel(part, _slices(x))
+    return out, positive
 
 
 def relu_backward(dout: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """``dout`` where the input was positive, 0 elsewhere (also for non-finite ``dout``, as PyTorch)."""
-    with np.errstate(over="ignore", invalid="ignore"):   # inf * 0 is handled below
-        dx = dout * positive
-        finite = np.isfinite(dx.sum())   # one pass, no temporary; a sum that overflows takes the exact path
-    if not finite:
+    dx = np.empty_like(dout)
+
+    def part(s: slice | EllipsisType) -> bool:
+        with np.errstate(over="ignore", invalid="ignore"):   # inf * 0 is handled below
+            np.multiply(dout[s], positive[s], out=dx[s])
+            return bool(np.isfinite(dx[s].sum()))   # one pass; a sum that overflows takes the exact path
+
+    if not all(run_parallel(part, _slices(dout))):
         return np.where(positive, dout, np.zeros((), dout.dtype))
     return dx
+
+
+def _slices(x: np.ndarray) -> list[slice] | list[EllipsisType]:
+    """Ranges of the first axis to work on in parallel (see ``_parallel``); the whole of a 0-d array."""
+    return image_slices(x.shape[0], x.size) if x.ndim else [...]
 
 
 def leaky_relu_forward(x: np.ndarray, negative_slope: float = 0.01) -> tuple[np.ndarray, np.ndarray]:

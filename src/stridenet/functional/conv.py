@@ -24,6 +24,7 @@ import numpy as np
 from stridenet.errors import ShapeError
 from stridenet.functional._im2col import blocks, col2im_cm, im2col_cm, im2col_nhwc, pad
 from stridenet.functional._layout import as_nchw, scratch, to_nhwc
+from stridenet.functional._parallel import image_slices, run_parallel
 from stridenet.functional.geometry import (
     Padding2d,
     WindowAxis,
@@ -115,12 +116,13 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: i
     out = np.empty((x.shape[0], axes[0].out, axes[1].out, w.shape[0]), x.dtype)   # (N, H_out, W_out, K)
     if groups == 1 and x.shape[1] <= CM_MAX_CHANNELS:
         x = np.ascontiguousarray(x)
-        _forward_cm(x, w, b, axes, out)
         layout = "cm"
+        run_parallel(lambda s: _forward_cm(x[s], w, b, axes, out[s]), _image_slices(x, out))
     else:
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
-        _forward_nhwc(x, _weight_rows(w, groups), b, axes, out)
         layout = "nhwc"
+        w_rows = _weight_rows(w, groups)
+        run_parallel(lambda s: _forward_nhwc(x[s], w_rows, b, axes, out[s]), _image_slices(x, out))
     return as_nchw(out), Conv2dCache(x, w, axes, groups, b is not None, layout)
 
 
@@ -142,16 +144,42 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache,
     if dout.shape != (N, K, H_out, W_out):
         raise ShapeError(f"expected an output gradient of shape {(N, K, H_out, W_out)}, received {dout.shape}")
     dout = to_nhwc(dout)                                            # (N, H_out, W_out, K)
-    if layout == "cm":
-        dw, db = _weight_grads_cm(x, dout, w, axes, has_bias)
-        dx = _input_grad_cm(dout, w, axes, x.shape) if need_dx else None
-        return dx, dw, db
-    if need_dx and _shares_columns(x, axes, G):
-        return _backward_stride1(x, dout, w, axes, has_bias)
-    dw_rows, db = _weight_grads_nhwc(x, dout, G, axes, has_bias)
-    dw = dw_rows.reshape(G, *w.shape[2:], w.shape[1], K // G).transpose(0, 4, 3, 1, 2).reshape(w.shape)
-    dx = _input_grad_nhwc(dout, w, axes, G, x.shape) if need_dx else None
-    return dx, dw, db
+    dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
+    slices = _image_slices(x, dout)
+
+    def part(s: slice) -> tuple[np.ndarray, np.ndarray | None]:
+        dx_part = None if dx is None else dx[s]
+        if layout == "cm":
+            if dx_part is not None:
+                _input_grad_cm(dout[s], w, axes, dx_part)
+            return _weight_grads_cm(x[s], dout[s], w, axes, has_bias), None
+        if dx_part is not None and _shares_columns(x, axes, G):
+            return _backward_stride1(x[s], dout[s], w, axes, has_bias, dx_part)
+        if dx_part is not None:
+            _input_grad_nhwc(dout[s], w, axes, G, dx_part)
+        return _weight_grads_nhwc(x[s], dout[s], G, axes, has_bias)
+
+    parts = run_parallel(part, slices)
+    grads = sum(p[0] for p in parts[1:]) + parts[0][0]               # float64 sums over each range's images
+    if layout == "cm":                                              # (C*kH*kW [+1], K)
+        dw, db = grads[:w[0].size].T.reshape(w.shape), (grads[-1] if has_bias else None)
+    elif dx is not None and _shares_columns(x, axes, G):            # (C, kH*kW*K), taps flipped
+        # grads[c, (a, b, k)] belongs to tap (kH-1-a, kW-1-b) of filter k
+        dw, db = grads.reshape(w.shape[1], *w.shape[2:], K)[:, ::-1, ::-1].transpose(3, 0, 1, 2), None
+    else:                                                           # (G, kH*kW*C/G [+1], K/G)
+        fused = grads.shape[1] > w[0].size
+        rows, db = (grads[:, :-1], grads[:, -1].reshape(K)) if fused else (grads, None)
+        dw = rows.reshape(G, *w.shape[2:], w.shape[1], K // G).transpose(0, 4, 3, 1, 2).reshape(w.shape)
+    if has_bias and db is None:
+        db = sum(p[1] for p in parts[1:]) + parts[0][1]
+    dx = None if dx is None else (dx if layout == "cm" else as_nchw(dx))
+    return (dx, np.ascontiguousarray(dw, dtype=w.dtype),
+            None if db is None else np.ascontiguousarray(db, dtype=w.dtype))
+
+
+def _image_slices(x: np.ndarray, y: np.ndarray) -> list[slice]:
+    """The image ranges a convolution runs in parallel (see ``_parallel``): input and output sizes count."""
+    return image_slices(x.shape[0], x.size + y.size)
 
 
 def _weight_rows(w: np.ndarray, groups: int) -> np.ndarray:
@@ -216,8 +244,11 @@ def _shares_columns(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], G: int) 
 
 
 def _backward_stride1(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
-                      has_bias: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(dx, dw, db)`` of a stride-1 convolution from one set of columns, built from ``dout``.
+                      has_bias: bool, dx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Both gradients of a stride-1 convolution from one set of columns, built from ``dout``.
+
+    Writes ``dx`` (N, H, W, C) and returns the float64 sums ``x^T @ columns`` (C, kH*kW*K) (the
+    weight gradient, taps flipped) and the bias gradient (None without bias).
 
     Input pixel q receives ``dout[q + P - i*D] @ w[i]`` over the taps i (see ``_input_grad_nhwc``),
     and tap i's weight gradient is ``sum_q x[q]^T dout[q + P - i*D]``: the same ``dout`` windows, one
@@ -231,7 +262,6 @@ def _backward_stride1(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tupl
     ((_, taps_w, axis_w),) = _phases(axes[1], W)
     rows = _flipped_rows(w, 1, taps_h, taps_w)[0]                     # (kH*kW*K, C)
     phase_axes = (axis_h, axis_w)
-    dx = np.empty(x.shape, dout.dtype)                                # (N, H, W, C)
     dx_rows = dx.reshape(-1, C)
     grads = np.zeros((C, kH * kW * K), np.float64)                    # x^T @ columns, summed over blocks
     for n0, n1, block_list in blocks(N, H, _row_bytes(phase_axes, K, dout.itemsize)):
@@ -241,17 +271,15 @@ def _backward_stride1(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tupl
             np.matmul(cols, rows, out=dx_rows[_block_rows(phase_axes, n0, n1, h0, h1)])
             x_rows = np.ascontiguousarray(x[n0:n1, h0:h1]).reshape(-1, C)
             grads += _columns_times_dout(x_rows.T, cols)
-    # grads[c, (a, b, k)] belongs to tap (kH-1-a, kW-1-b) of filter k
-    dw = grads.reshape(C, kH, kW, K)[:, ::-1, ::-1].transpose(3, 0, 1, 2).astype(w.dtype)
-    db = dout.reshape(-1, K).sum(axis=0, dtype=np.float64).astype(w.dtype) if has_bias else None
-    return as_nchw(dx), np.ascontiguousarray(dw), db
+    return grads, (dout.reshape(-1, K).sum(axis=0, dtype=np.float64) if has_bias else None)
 
 
 def _weight_grads_nhwc(x: np.ndarray, dout: np.ndarray, G: int, axes: tuple[WindowAxis, WindowAxis],
                        has_bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """``dw`` as (G, kH*kW*C/G, K/G) rows and ``db``, rebuilding the columns block by block.
+    """Float64 sums for ``dw`` as (G, kH*kW*C/G [+1], K/G) rows, and ``db``, rebuilding the columns block by block.
 
-    ``db`` comes out of the same product, from the column of ones, except for a 1x1 kernel.
+    ``db`` comes out of the same product, as the last row (from the column of ones) and None is
+    returned for it, except for a 1x1 kernel.
     """
     h, w = axes
     K, Cg = dout.shape[3], x.shape[3] // G
@@ -270,10 +298,7 @@ def _weight_grads_nhwc(x: np.ndarray, dout: np.ndarray, G: int, axes: tuple[Wind
                 grads += np.matmul(cols.transpose(0, 2, 1), d.reshape(-1, G, K // G).transpose(1, 0, 2))
             if has_bias and not fused:
                 db += d.sum(axis=0)
-    grads = grads.astype(x.dtype)
-    if fused:
-        return grads[:, :-1], grads[:, -1].reshape(K)
-    return grads, (db.astype(x.dtype) if has_bias else None)
+    return grads, (db if has_bias and not fused else None)
 
 
 def _columns_times_dout(cols_t: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -289,8 +314,8 @@ def _columns_times_dout(cols_t: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 
 def _input_grad_nhwc(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis], G: int,
-                     x_shape: tuple[int, int, int, int]) -> np.ndarray:
-    """``dx`` as (N, C, H, W), laid out channels-last, as forward convolutions of ``dout``.
+                     dx: np.ndarray) -> None:
+    """Write ``dx`` (N, H, W, C) as forward convolutions of ``dout``.
 
     Input row y receives ``dout[(y + P - i*D)/S] * w[i]`` from every tap i for which that index is a
     whole number. The rows with one remainder y mod S share the same taps, and over them the sum is
@@ -299,8 +324,7 @@ def _input_grad_nhwc(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, Wi
     S there are S x S of them ("phases"), each writing every S-th row and column of dx. Unlike
     scattering column gradients back onto windows, this writes each dx value once.
     """
-    H, W = x_shape[1:3]
-    dx = np.empty(x_shape, dout.dtype)
+    H, W = dx.shape[1:3]
     for r_h, taps_h, axis_h in _phases(axes[0], H):
         for r_w, taps_w, axis_w in _phases(axes[1], W):
             target = dx[:, r_h::axes[0].stride, r_w::axes[1].stride]  # (N, H_r, W_r, C)
@@ -314,7 +338,6 @@ def _input_grad_nhwc(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, Wi
                 phase = np.empty(target.shape, dout.dtype)
                 _forward_nhwc(dout, rows, None, (axis_h, axis_w), phase)
                 target[...] = phase
-    return as_nchw(dx)
 
 
 def _flipped_rows(w: np.ndarray, G: int, taps_h: list[int], taps_w: list[int]) -> np.ndarray:
@@ -367,8 +390,9 @@ def _forward_cm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: tuple[
 
 
 def _weight_grads_cm(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
-                     has_bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """``dw`` and ``db`` (None without bias) from one product per block: columns (+ ones row) @ dout rows."""
+                     has_bias: bool) -> np.ndarray:
+    """Float64 sums (C*kH*kW [+1], K) for ``dw`` and ``db`` (the last row, with bias) from one product per
+    block: columns (+ ones row) @ dout rows."""
     K = w.shape[0]
     h = axes[0]
     dout_rows = dout.reshape(-1, K)
@@ -378,19 +402,16 @@ def _weight_grads_cm(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tuple
         for _, _, h0, h1 in block_list:
             cols = im2col_cm(xp, axes, h0, h1, ones=has_bias)
             grads += _columns_times_dout(cols, dout_rows[_block_rows(axes, n0, n1, h0, h1)])
-    grads = grads.astype(x.dtype)
-    return grads[:w[0].size].T.reshape(w.shape), (grads[-1] if has_bias else None)
+    return grads
 
 
-def _input_grad_cm(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
-                   x_shape: tuple[int, int, int, int]) -> np.ndarray:
-    """``dx`` (N, C, H, W) of the channel-major path: column gradients added back onto the windows."""
-    N, C, H, W = x_shape
+def _input_grad_cm(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis], dx: np.ndarray) -> None:
+    """Write ``dx`` (N, C, H, W) of the channel-major path: column gradients added back onto the windows."""
+    N, C, H, W = dx.shape
     K = w.shape[0]
     h, w_axis = axes
     w_cols = w.reshape(K, -1).T                                     # (C*kH*kW, K)
     dout_rows = dout.reshape(-1, K)
-    dx = np.empty(x_shape, dout.dtype)
     Hp, Wp = H + h.pad_lo + h.pad_hi, W + w_axis.pad_lo + w_axis.pad_hi
     for n0, n1, block_list in blocks(N, h.out, _row_bytes(axes, C, dout.itemsize)):
         dxp = scratch("dx_padded", (n1 - n0, C, Hp, Wp), dout.dtype)
@@ -399,4 +420,3 @@ def _input_grad_cm(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, Wind
             d = dout_rows[_block_rows(axes, n0, n1, h0, h1)]
             col2im_cm(w_cols @ d.T, dxp, axes, h0, h1)              # (C*kH*kW, M) column gradients
         dx[n0:n1] = dxp[:, :, h.pad_lo:h.pad_lo + H, w_axis.pad_lo:w_axis.pad_lo + W]
-    return dx

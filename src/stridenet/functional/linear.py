@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stridenet.errors import ShapeError
+from stridenet.functional._parallel import image_slices, run_parallel
 
 
 class LinearCache(NamedTuple):
@@ -27,10 +28,16 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[
     if x.dtype != w.dtype:
         raise ShapeError(f"expected input of dtype {w.dtype} (the weights' dtype), received {x.dtype} "
                          f"with shape {x.shape}")
-    out = x @ w.T
-    if b is not None:
-        out += b
-    return out, LinearCache(x, w, b is not None)
+    rows = x.reshape(-1, w.shape[1])                                 # (M, in_features)
+    out = np.empty((rows.shape[0], w.shape[0]), x.dtype)             # (M, out_features)
+
+    def part(s: slice) -> None:
+        np.matmul(rows[s], w.T, out=out[s])
+        if b is not None:
+            out[s] += b
+
+    run_parallel(part, image_slices(rows.shape[0], rows.size))
+    return out.reshape(*x.shape[:-1], w.shape[0]), LinearCache(x, w, b is not None)
 
 
 def linear_backward(dout: np.ndarray, cache: LinearCache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -39,7 +46,15 @@ def linear_backward(dout: np.ndarray, cache: LinearCache) -> tuple[np.ndarray, n
     expected = (*x.shape[:-1], w.shape[0])
     if dout.shape != expected:
         raise ShapeError(f"expected an output gradient of shape {expected}, received {dout.shape}")
-    dout_rows = dout.reshape(-1, w.shape[0])
-    dw = dout_rows.T @ x.reshape(-1, w.shape[1])
-    db = dout_rows.sum(axis=0) if has_bias else None
-    return dout @ w, dw, db
+    dout_rows = dout.reshape(-1, w.shape[0])                          # (M, out_features)
+    x_rows = x.reshape(-1, w.shape[1])                                # (M, in_features)
+    dx = np.empty(x_rows.shape, dout.dtype)
+
+    def part(s: slice) -> tuple[np.ndarray, np.ndarray | None]:
+        np.matmul(dout_rows[s], w, out=dx[s])
+        return dout_rows[s].T @ x_rows[s], (dout_rows[s].sum(axis=0) if has_bias else None)
+
+    parts = run_parallel(part, image_slices(x_rows.shape[0], x_rows.size))
+    dw = sum(p[0] for p in parts[1:]) + parts[0][0]
+    db = sum(p[1] for p in parts[1:]) + parts[0][1] if has_bias else None
+    return dx.reshape(x.shape), dw, db

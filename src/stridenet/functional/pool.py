@@ -21,6 +21,7 @@ import numpy as np
 
 from stridenet.errors import ShapeError
 from stridenet.functional._layout import empty_nchw, is_channels_last
+from stridenet.functional._parallel import image_slices, run_parallel
 from stridenet.functional.geometry import Pair, WindowAxis, pair, window_axes, window_slice
 
 
@@ -112,8 +113,14 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
         (``ceil`` in ceil_mode, dropping a last window that would start in the right padding).
     """
     axes = _pool_axes(x, kernel_size, stride, padding, dilation, ceil_mode)
-    taps = _taps(_padded(x, axes, -np.inf), axes)
     out = empty_nchw((*x.shape[:2], axes[0].out, axes[1].out), x.dtype, is_channels_last(x))
+    run_parallel(lambda s: _max_of_taps(x[s], axes, out[s]), image_slices(x.shape[0], x.size))
+    return out, MaxPool2dCache(x, out, axes)
+
+
+def _max_of_taps(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], out: np.ndarray) -> None:
+    """Write each window's maximum into ``out``: the elementwise max of the taps' views."""
+    taps = _taps(_padded(x, axes, -np.inf), axes)
     first = next(taps)
     second = next(taps, None)
     if second is None:
@@ -122,7 +129,6 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
         np.maximum(first, second, out=out)
     for tap in taps:
         np.maximum(out, tap, out=out)
-    return out, MaxPool2dCache(x, out, axes)
 
 
 def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
@@ -132,6 +138,15 @@ def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
         raise ShapeError(f"expected an output gradient of shape {out.shape}, received {dout.shape}")
     channels_last = is_channels_last(x)
     dout = _in_layout(dout, channels_last)
+    dx = empty_nchw(x.shape, dout.dtype, channels_last)
+    run_parallel(lambda s: _route_to_max(dout[s], x[s], out[s], axes, dx[s]), image_slices(x.shape[0], x.size))
+    return dx
+
+
+def _route_to_max(dout: np.ndarray, x: np.ndarray, out: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
+                  dx: np.ndarray) -> None:
+    """Write ``dx`` for a range of images (``dout`` in the layout of ``x``; see ``max_pool2d_backward``)."""
+    channels_last = is_channels_last(x)
     # Sums are one pass without temporaries: finite means no NaN/inf inside. A non-finite gradient
     # sum (or an overflow) takes the exact general rule, only slower; infinite maxima are fine.
     with np.errstate(over="ignore", invalid="ignore"):
@@ -140,12 +155,14 @@ def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
     if general:
         dxp = _zeros_padded(x.shape, axes, dout.dtype, channels_last)
         _route_by_index(dout, x, out, axes, dxp)
-        return _crop(dxp, axes, x.shape)
+        dx[...] = _crop(dxp, axes, x.shape)
+        return
     # From here on, multiplying by a 0/1 mask is exact (finite gradients) and a window's max equals
     # at least one of its taps (no NaN); NaN padding equals nothing.
     if channels_last and all(a.stride == a.kernel and a.dilation == 1 and a.pad_lo == a.pad_hi == a.extra_hi == 0
                              for a in axes):
-        return _tiled_backward(dout, x, out, axes)
+        _tiled_backward(dout, x, out, axes, dx)
+        return
     dxp = _zeros_padded(x.shape, axes, dout.dtype, channels_last)
     overlapping = _overlapping(axes)
     taps = list(_taps(_padded(x, axes, np.nan), axes))
@@ -159,12 +176,12 @@ def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
             dx_tap += np.multiply(dout, first)
         else:
             np.multiply(dout, first, out=dx_tap)
-    return _crop(dxp, axes, x.shape)
+    dx[...] = _crop(dxp, axes, x.shape)
 
 
-def _tiled_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray,
-                    axes: tuple[WindowAxis, WindowAxis]) -> np.ndarray:
-    """Windows that tile a channels-last input (stride = kernel, no padding): one pass per step.
+def _tiled_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
+                    dx: np.ndarray) -> None:
+    """Write ``dx`` where windows tile a channels-last input (stride = kernel, no padding): one pass per step.
 
     The input is viewed as (N, H_out, kH, W_out, kW, C), so comparing it with the broadcast output
     marks every maximum at once and one product writes the whole gradient. Ties (common after a
@@ -182,10 +199,10 @@ def _tiled_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray,
             tap = is_max[:, :, t // w.kernel, :, t % w.kernel]
             np.greater(tap, taken, out=tap)
             taken |= tap
-    dx = empty_nchw(x.shape, dout.dtype, True, zeros=(H_used, W_used) != (H, W))
+    if (H_used, W_used) != (H, W):
+        dx[...] = 0                              # rows and columns no window covers
     dx6 = dx.transpose(0, 2, 3, 1)[:, :H_used, :W_used].reshape(N, h.out, h.kernel, w.out, w.kernel, C)
     np.multiply(is_max, dout.transpose(0, 2, 3, 1)[:, :, None, :, None, :], out=dx6)
-    return dx
 
 
 def _route_by_index(dout: np.ndarray, x: np.ndarray, out: np.ndarray, axes: tuple[WindowAxis, WindowAxis],

@@ -1,0 +1,152 @@
+"""How the kernels use the cores: a batch split into one range of images per thread.
+
+NumPy runs copies and element-wise operations on one core, and OpenBLAS runs each matrix product on
+all of them; after a product its threads keep spinning for a while, so NumPy work on a second thread
+right after it has to compete with them. The kernels therefore bring their own parallelism: each
+large operation splits its images into one contiguous range per thread (``image_slices``) and runs
+the ranges at the same time (``run_parallel``) while the BLAS is held to one thread, so copies,
+element-wise work and matrix products all use every core and no thread spins. NumPy and the BLAS
+release the GIL while they work, so plain Python threads suffice. Each range writes its own slice
+of the output; sums over images (weight gradients) are added up afterwards.
+
+The number of threads defaults to the cores this process may use; ``STRIDENET_NUM_THREADS`` or
+``set_num_threads`` changes it (1 runs everything in the calling thread, as before).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Work below this many array elements stays on the calling thread: a hand-off costs tens of microseconds.
+MIN_PARALLEL_SIZE = 1 << 16
+
+_lock = threading.Lock()
+_local = threading.local()
+_state: dict[str, Any] = {"threads": None, "pool": None, "blas": None, "blas_users": 0, "blas_saved": []}
+
+
+def _default_threads() -> int:
+    setting = os.environ.get("STRIDENET_NUM_THREADS", "").strip()
+    if setting:
+        try:
+            threads = int(setting)
+        except ValueError:
+            raise ValueError(f"STRIDENET_NUM_THREADS must be a positive integer, received {setting!r}") from None
+        if threads < 1:
+            raise ValueError(f"STRIDENET_NUM_THREADS must be a positive integer, received {setting!r}")
+        return threads
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:   # not on Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+def get_num_threads() -> int:
+    """Threads the kernels split a batch across (``STRIDENET_NUM_THREADS``, else the usable cores)."""
+    if _state["threads"] is None:
+        _state["threads"] = _default_threads()
+    return _state["threads"]
+
+
+def set_num_threads(threads: int | None) -> None:
+    """Split batches across ``threads`` threads from now on; None goes back to the default."""
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"set_num_threads: expected a positive integer or None, received {threads!r}")
+    with _lock:
+        pool = _state["pool"]
+        _state["threads"], _state["pool"] = threads, None
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
+def image_slices(count: int, size: int) -> list[slice]:
+    """Split ``count`` images (``size`` array elements in all) into one contiguous range per thread.
+
+    One range when the work is too small to be worth a hand-off, or inside a parallel task.
+    """
+    parts = min(get_num_threads(), count)
+    if parts <= 1 or size < MIN_PARALLEL_SIZE or getattr(_local, "in_task", False):
+        return [slice(0, count)]
+    bounds = [count * i // parts for i in range(parts + 1)]
+    return [slice(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+
+
+def run_parallel(task: Callable[[slice], T], slices: Sequence[slice]) -> list[T]:
+    """``[task(s) for s in slices]``, the slices at the same time, the BLAS held to one thread meanwhile.
+
+    The calling thread runs the first slice itself. If a task raises, the others still finish (they
+    may be writing into shared arrays) before the first error is raised.
+    """
+    if len(slices) <= 1:
+        return [task(s) for s in slices]
+    pool = _pool()
+    with _single_threaded_blas():
+        futures = [pool.submit(_as_task, task, s) for s in slices[1:]]
+        try:
+            first = _as_task(task, slices[0])
+        finally:
+            errors = [f.exception() for f in futures]
+        for error in errors:
+            if error is not None:
+                raise error
+        return [first, *(f.result() for f in futures)]
+
+
+def _as_task(task: Callable[[slice], T], part: slice) -> T:
+    """Run one slice with nested parallelism off (a task that calls a kernel runs it in its own thread)."""
+    outer = getattr(_local, "in_task", False)
+    _local.in_task = True
+    try:
+        return task(part)
+    finally:
+        _local.in_task = outer
+
+
+def _pool() -> ThreadPoolExecutor:
+    with _lock:
+        if _state["pool"] is None:
+            _state["pool"] = ThreadPoolExecutor(max(get_num_threads() - 1, 1), thread_name_prefix="stridenet")
+        return _state["pool"]
+
+
+@contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Hold NumPy's BLAS to one thread while any parallel region runs, then restore its setting.
+
+    Without threadpoolctl, or with a BLAS it cannot find, the BLAS keeps its own threads.
+    """
+    controllers = _blas_controllers()
+    with _lock:
+        if _state["blas_users"] == 0:
+            _state["blas_saved"] = [c.get_num_threads() for c in controllers]
+            for c in controllers:
+                c.set_num_threads(1)
+        _state["blas_users"] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _state["blas_users"] -= 1
+            if _state["blas_users"] == 0:
+                for c, threads in zip(controllers, _state["blas_saved"], strict=True):
+                    c.set_num_threads(threads)
+
+
+def _blas_controllers() -> list[Any]:
+    if _state["blas"] is None:
+        try:
+            import numpy as np  # noqa: F401  (loads the BLAS so that threadpoolctl can find it)
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _state["blas"] = []
+        else:
+            _state["blas"] = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+    return _state["blas"]
