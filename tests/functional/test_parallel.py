@@ -1,0 +1,186 @@
+"""Batches split across threads (``functional._parallel``): the same numbers as the naive kernels.
+
+The public-API tests mostly use arrays too small to be split, so here the size threshold is lowered
+to 0 and three threads are asked for: N=5 images become ranges of 1, 2 and 2, every kernel path
+(channel-major and channels-last convolution, the stride-1 shared backward, phases, groups, 1x1,
+linear, ReLU, max pooling with its tiled shortcut, ties and NaN) runs on split batches, and its
+results are compared with the naive loop kernels. Then the machinery itself: order of results,
+errors, nesting, and the BLAS thread count during and after a parallel region.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import stridenet
+import stridenet.functional._parallel as parallel
+from reference import naive
+from reference.gradcheck import rel_error
+from reference.layouts import channels_last
+from stridenet.functional import (
+    conv2d_backward,
+    conv2d_forward,
+    linear_backward,
+    linear_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    relu_backward,
+    relu_forward,
+)
+
+N = 5
+
+
+@pytest.fixture
+def split(monkeypatch):
+    """Every kernel call splits its batch over 3 threads, however small."""
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_SIZE", 0)
+    parallel.set_num_threads(3)
+    assert [s.stop - s.start for s in parallel.image_slices(N, 1)] == [1, 2, 2]
+    yield
+    parallel.set_num_threads(None)
+
+
+# (C, K, kernel, stride, padding, dilation, groups, layout)
+CONV_CASES = [
+    (2, 4, (3, 3), (1, 1), 1, (1, 1), 1, "nchw"),               # channel-major columns
+    (3, 4, (2, 3), (2, 1), (1, 0), (1, 2), 1, "nchw"),          # channel-major, strided dx
+    (10, 6, (3, 3), (1, 1), 1, (1, 1), 1, "channels_last"),     # stride 1: one set of columns for dx and dw
+    (10, 6, (3, 3), (2, 2), 1, (1, 1), 1, "nchw"),              # stride 2: phases
+    (12, 6, (3, 3), (1, 1), 2, (2, 2), 2, "channels_last"),     # groups and dilation
+    (12, 6, (1, 1), (1, 1), 0, (1, 1), 1, "channels_last"),     # 1x1: the rows are the columns
+]
+
+
+@pytest.mark.parametrize("need_dx", [True, False], ids=["dx", "no-dx"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"C{c[0]}-k{c[2]}-s{c[3]}-g{c[6]}-{c[7]}")
+def test_split_convolution_matches_the_naive_kernel(case, need_dx, split) -> None:
+    C, K, kernel, stride, padding, dilation, groups, layout = case
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((N, C, 9, 8))
+    if layout == "channels_last":
+        x = channels_last(x)
+    w = rng.standard_normal((K, C // groups, *kernel))
+    b = rng.standard_normal(K)
+    pads = ((padding, padding), (padding, padding)) if isinstance(padding, int) else tuple((p, p) for p in padding)
+    out, cache = conv2d_forward(x, w, b, stride, padding, dilation, groups)
+    assert rel_error(out, naive.conv2d_forward(x, w, b, stride, pads, dilation, groups)) < 1e-12
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = conv2d_backward(dout, cache, need_dx=need_dx)
+    dx_ref, dw_ref, db_ref = naive.conv2d_backward(dout, x, w, stride, pads, dilation, groups)
+    assert rel_error(dw, dw_ref) < 1e-12
+    assert rel_error(db, db_ref) < 1e-12
+    if need_dx:
+        assert rel_error(dx, dx_ref) < 1e-12
+    else:
+        assert dx is None
+
+
+def test_split_linear_relu_and_pooling_match_the_naive_kernels(split) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((N, 3, 7))                      # leading dimensions other than the batch
+    w, b = rng.standard_normal((4, 7)), rng.standard_normal(4)
+    out, cache = linear_forward(x, w, b)
+    assert rel_error(out, naive.linear_forward(x, w, b)) < 1e-12
+    dout = rng.standard_normal(out.shape)
+    for ours, ref in zip(linear_backward(dout, cache), naive.linear_backward(dout, x, w), strict=True):
+        assert rel_error(ours, ref) < 1e-12
+
+    x = channels_last(rng.standard_normal((N, 3, 6, 6)))
+    out, positive = relu_forward(x)
+    np.testing.assert_array_equal(out, naive.relu_forward(x))
+    dout = rng.standard_normal(x.shape)
+    np.testing.assert_array_equal(relu_backward(dout, positive), naive.relu_backward(dout, x))
+    dout[1, 0, 0, 0] = np.inf                               # one range takes the exact non-finite rule
+    expected = naive.relu_backward(dout, x)
+    np.testing.assert_array_equal(relu_backward(dout, positive), expected)
+
+
+@pytest.mark.parametrize("setting", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1))], ids=["tiled", "overlapping"])
+def test_split_max_pooling_matches_the_naive_kernel_with_ties_and_nan(setting, split) -> None:
+    kernel, stride, padding = setting
+    rng = np.random.default_rng(3)
+    x = channels_last(np.maximum(rng.standard_normal((N, 3, 7, 6)), 0))   # zeros: tied maxima, as after a ReLU
+    out, cache = max_pool2d_forward(x, kernel, stride, padding)
+    np.testing.assert_array_equal(out, naive.max_pool2d_forward(x, kernel, stride, padding))
+    dout = rng.standard_normal(out.shape)
+    dx = max_pool2d_backward(dout, cache)
+    np.testing.assert_allclose(dx, naive.max_pool2d_backward(dout, x, kernel, stride, padding), rtol=1e-12)
+
+    x[3, 1, 2, 2] = np.nan        # one range routes by index; the others keep the fast rule
+    split_out, split_cache = max_pool2d_forward(x, kernel, stride, padding)
+    split_dx = max_pool2d_backward(dout, split_cache)
+    parallel.set_num_threads(1)
+    whole_out, whole_cache = max_pool2d_forward(x, kernel, stride, padding)
+    np.testing.assert_array_equal(split_out, whole_out)
+    np.testing.assert_array_equal(split_dx, max_pool2d_backward(dout, whole_cache))
+    assert np.isnan(split_out[3, 1]).any()
+
+
+def test_run_parallel_keeps_order_and_runs_on_several_threads(split) -> None:
+    threads = set()
+
+    def task(s: slice) -> list[int]:
+        threads.add(threading.get_ident())
+        return list(range(s.start, s.stop))
+
+    assert parallel.run_parallel(task, parallel.image_slices(N, 1)) == [[0], [1, 2], [3, 4]]
+    assert len(threads) > 1
+
+
+def test_run_parallel_raises_a_tasks_error_after_every_task_finished(split) -> None:
+    finished = []
+
+    def task(s: slice) -> None:
+        if s.start == 1:
+            raise ValueError("range 1 failed")
+        finished.append(s.start)
+
+    with pytest.raises(ValueError, match="range 1 failed"):
+        parallel.run_parallel(task, parallel.image_slices(N, 1))
+    assert sorted(finished) == [0, 3]
+
+
+def test_a_kernel_called_inside_a_task_runs_in_that_task_alone(split) -> None:
+    inner = parallel.run_parallel(lambda s: parallel.image_slices(N, 1), parallel.image_slices(N, 1))
+    assert inner == [[slice(0, N)]] * 3
+
+
+def test_the_blas_runs_one_thread_during_a_parallel_region_and_its_setting_returns_after(split) -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    if not controller.lib_controllers:
+        pytest.skip("threadpoolctl finds no BLAS in this NumPy")
+    with controller.limit(limits=2):
+        seen = parallel.run_parallel(lambda s: controller.info()[0]["num_threads"], parallel.image_slices(N, 1))
+        assert seen == [1, 1, 1]
+        assert controller.info()[0]["num_threads"] == 2
+
+
+def test_small_work_and_one_thread_stay_on_the_calling_thread(monkeypatch) -> None:
+    assert parallel.image_slices(64, parallel.MIN_PARALLEL_SIZE - 1) == [slice(0, 64)]
+    parallel.set_num_threads(1)
+    try:
+        assert stridenet.get_num_threads() == 1
+        assert parallel.image_slices(64, 10**9) == [slice(0, 64)]
+    finally:
+        parallel.set_num_threads(None)
+
+
+def test_thread_count_setting_is_checked(monkeypatch) -> None:
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="positive integer"):
+            stridenet.set_num_threads(bad)
+    monkeypatch.setenv("STRIDENET_NUM_THREADS", "3")
+    parallel.set_num_threads(None)
+    assert stridenet.get_num_threads() == 3
+    monkeypatch.setenv("STRIDENET_NUM_THREADS", "many")
+    parallel.set_num_threads(None)
+    with pytest.raises(ValueError, match="STRIDENET_NUM_THREADS must be a positive integer, received 'many'"):
+        stridenet.get_num_threads()
+    monkeypatch.delenv("STRIDENET_NUM_THREADS")
+    parallel.set_num_threads(None)
+    assert stridenet.get_num_threads() >= 1
