@@ -149,13 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from threadpoolctl import threadpool_limits
 
+    import stridenet
+
     if args.threads:
         threadpool_limits(args.threads, user_api="blas")
     threads = blas_threads()
     torch.set_num_threads(threads)
+    stridenet.set_num_threads(threads)
     print(f"# stridenet layer benchmark: {blas_setting_label()}")
     print(f"# {blas_description()}")
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; NumPy {np.__version__}; "
+    print(f"# stridenet {stridenet.get_num_threads()} threads (BLAS held to 1 thread inside them); torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads; NumPy {np.__version__}; "
           f"median of {args.repeats}, alternating; {args.clock} clock")
     header = (f"| {'layer':34s} | fwd ms ours | fwd ms torch | fwd ratio | fwd+bwd ms ours | "
               f"fwd+bwd ms torch | ratio | GFLOP/s ours | GFLOP/s torch |")

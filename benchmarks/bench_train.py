@@ -12,7 +12,8 @@ The reference CNN (MNIST-sized, float32, batch 128, SGD with momentum 0.9)::
 
 Each measurement runs in a fresh subprocess (so each framework's peak RSS is its own), the two
 frameworks alternate (stridenet, torch, torch, stridenet, ...), and the table shows medians. The torch
-worker gets as many threads as NumPy's OpenBLAS has. "step memory" is the peak RSS while training
+worker gets as many threads as NumPy's OpenBLAS has, and stridenet splits its batches across as many
+(``STRIDENET_NUM_THREADS``). "step memory" is the peak RSS while training
 minus the RSS before the first step (model, data and imports excluded).
 """
 
@@ -156,7 +157,7 @@ def torch_worker(steps: int, threads: int, clock: str) -> dict[str, float]:
 def run_worker(framework: str, steps: int, threads: int, clock: str) -> dict[str, float]:
     command = [sys.executable, __file__, "--worker", framework, "--steps", str(steps), "--threads", str(threads),
                "--clock", clock]
-    env = os.environ | {"OPENBLAS_NUM_THREADS": str(threads)}
+    env = os.environ | {"OPENBLAS_NUM_THREADS": str(threads), "STRIDENET_NUM_THREADS": str(threads)}
     result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
