@@ -3,7 +3,7 @@
 The public-API tests mostly use arrays too small to be split, so here the size threshold is lowered
 to 0 and three threads are asked for: N=5 images become ranges of 1, 2 and 2, every kernel path
 (channel-major and channels-last convolution, the stride-1 shared backward, phases, groups, 1x1,
-linear, ReLU, max pooling with its tiled shortcut, ties and NaN) runs on split batches, and its
+linear, ReLU, max pooling with its tiled shortcut, ties and NaN, batch norm's rows) runs on split batches, and its
 results are compared with the naive loop kernels. Then the machinery itself: order of results,
 errors, nesting, and the BLAS thread count during and after a parallel region.
 """
@@ -17,10 +17,13 @@ import pytest
 
 import stridenet
 import stridenet.functional._parallel as parallel
+import stridenet.functional.norm as norm
 from reference import naive
 from reference.gradcheck import rel_error
 from reference.layouts import channels_last
 from stridenet.functional import (
+    batch_norm_backward,
+    batch_norm_forward,
     conv2d_backward,
     conv2d_forward,
     linear_backward,
@@ -184,3 +187,23 @@ def test_thread_count_setting_is_checked(monkeypatch) -> None:
     monkeypatch.delenv("STRIDENET_NUM_THREADS")
     parallel.set_num_threads(None)
     assert stridenet.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
+@pytest.mark.parametrize("shape", [(N, 64, 4, 6), (40, 300)], ids=["channels-last-4d", "2d"])
+def test_split_batch_norm_matches_the_naive_kernel(shape, training, split) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape) * 3 + 1
+    if len(shape) == 4:
+        x = channels_last(x)
+    wide, _ = norm._rows(x)
+    assert len(parallel.image_slices(wide.shape[0], wide.size)) == 3     # rows of whole channel vectors, split
+    C = shape[1]
+    gamma, beta = rng.standard_normal(C), rng.standard_normal(C)
+    running_mean, running_var = rng.standard_normal(C), rng.random(C) + 0.5
+    out, cache, _, _ = batch_norm_forward(x, gamma, beta, running_mean, running_var, training)
+    assert rel_error(out, naive.batch_norm_forward(x, gamma, beta, running_mean, running_var, training)) < 1e-12
+    dout = rng.standard_normal(shape)
+    expected = naive.batch_norm_backward(dout, x, gamma, running_mean, running_var, training)
+    for ours, ref in zip(batch_norm_backward(dout, cache), expected, strict=True):
+        assert rel_error(ours, ref) < 1e-10

@@ -12,6 +12,7 @@ import numpy as np
 
 from stridenet.errors import ShapeError
 from stridenet.functional._layout import as_nchw, is_channels_last, to_nhwc
+from stridenet.functional._parallel import image_slices, run_parallel
 
 
 class BatchNormCache(NamedTuple):
@@ -138,20 +139,34 @@ def _forward_rows(x: np.ndarray, wide: np.ndarray, k: int, gamma: np.ndarray | N
                   running_mean: np.ndarray | None, running_var: np.ndarray | None, training: bool,
                   eps: float) -> tuple[np.ndarray, BatchNormCache, np.ndarray, np.ndarray]:
     """``batch_norm_forward`` over widened rows: sum, centre, sum of squares, scale, shift (the last
-    two in place), with ``a = gamma*inv_std`` folded into one per-channel factor."""
+    two in place), with ``a = gamma*inv_std`` folded into one per-channel factor. Each pass runs on
+    ranges of rows in parallel (``_parallel``); the sums add up the ranges' partial sums."""
     dtype = x.dtype.type
     m = dtype(x.size // x.shape[1])
+    slices = image_slices(wide.shape[0], wide.size)
+    centred = np.empty_like(wide)
+
+    def centre(s: slice, mean: np.ndarray) -> np.ndarray:
+        np.subtract(wide[s], mean, out=centred[s])
+        return _channel_dots(centred[s], centred[s], k) if training else None
+
     if training:
-        mean = _channel_sums(wide, k) / m
-        centred = wide - np.tile(mean, k)
-        var = _channel_dots(centred, centred, k) / m
+        mean = _total(run_parallel(lambda s: _channel_sums(wide[s], k), slices)) / m
+        var = _total(run_parallel(lambda s: centre(s, np.tile(mean, k)), slices)) / m
     else:
         mean, var = running_mean, running_var
-        centred = wide - np.tile(mean.astype(x.dtype), k)
+        run_parallel(lambda s: centre(s, np.tile(mean.astype(x.dtype), k)), slices)
     inv_std = (1.0 / np.sqrt(var + dtype(eps))).astype(x.dtype)
-    out = centred * np.tile(inv_std if gamma is None else inv_std * gamma, k)
-    if beta is not None:
-        out += np.tile(beta, k)
+    scale = np.tile(inv_std if gamma is None else inv_std * gamma, k)
+    shift = None if beta is None else np.tile(beta, k)
+    out = np.empty_like(wide)
+
+    def normalise(s: slice) -> None:
+        np.multiply(centred[s], scale, out=out[s])
+        if shift is not None:
+            out[s] += shift
+
+    run_parallel(normalise, slices)
     return _like(out, x), BatchNormCache(_like(centred, x), inv_std, gamma, training), mean, var
 
 
@@ -163,12 +178,26 @@ def _backward_rows(dout: np.ndarray, centred: np.ndarray, k: int, cache: BatchNo
     _, inv_std, gamma, training = cache
     d = (np.ascontiguousarray(dout) if dout.ndim == 2 else to_nhwc(dout)).reshape(centred.shape)
     m = d.dtype.type(d.size // inv_std.shape[0])
-    dbeta = _channel_sums(d, k)
-    dgamma = _channel_dots(d, centred, k) * inv_std
+    slices = image_slices(d.shape[0], d.size)
+    sums = run_parallel(lambda s: (_channel_sums(d[s], k), _channel_dots(d[s], centred[s], k)), slices)
+    dbeta = _total([p[0] for p in sums])
+    dgamma = _total([p[1] for p in sums]) * inv_std
     a = inv_std if gamma is None else inv_std * gamma
-    dx = d * np.tile(a, k)
-    if training:
-        correction = centred * np.tile(a * inv_std * dgamma / m, k)
-        correction += np.tile(a * dbeta / m, k)
-        dx -= correction
+    scale = np.tile(a, k)
+    factor, offset = np.tile(a * inv_std * dgamma / m, k), np.tile(a * dbeta / m, k)
+    dx = np.empty_like(d)
+
+    def input_grad(s: slice) -> None:
+        np.multiply(d[s], scale, out=dx[s])
+        if training:
+            correction = centred[s] * factor
+            correction += offset
+            dx[s] -= correction
+
+    run_parallel(input_grad, slices)
     return _like(dx, cache.centred), dgamma if gamma is not None else None, dbeta
+
+
+def _total(parts: list[np.ndarray]) -> np.ndarray:
+    """The sum of per-range partial sums."""
+    return sum(parts[1:], parts[0])
