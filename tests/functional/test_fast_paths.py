@@ -208,3 +208,12 @@ def test_max_pool_backward_with_infinite_maxima_and_huge_gradients() -> None:
         for value in (1.0, 3e38):
             dx = max_pool2d_backward(np.full((2, 1, 1, 1), value, np.float32), cache)
             assert np.array_equal(dx, at_max * np.float32(value))
+
+
+def test_relu_without_the_mask_gives_the_same_output() -> None:
+    """Inference (``no_grad``) asks for no mask: the output is the same, and nothing else is computed."""
+    x = channels_last(np.random.default_rng(7).standard_normal((2, 3, 4, 5)).astype(np.float32))
+    out, mask = relu_forward(x, keep_mask=False)
+    assert mask is None
+    np.testing.assert_array_equal(out, relu_forward(x)[0])
+    assert is_channels_last(out)

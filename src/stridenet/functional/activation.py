@@ -9,17 +9,20 @@ import numpy as np
 from stridenet.functional._parallel import image_slices, run_parallel
 
 
-def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``max(x, 0)`` (NaN stays NaN, as in PyTorch); the gradient at exactly 0 is taken as 0.
+def relu_forward(x: np.ndarray, keep_mask: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """``max(x, 0)`` (NaN stays NaN, as in PyTorch) and the mask of positive inputs, which backward
+    needs (None with ``keep_mask=False``, for inference); the gradient at exactly 0 is taken as 0.
 
     ``np.maximum`` and a multiply by the mask are several times faster than ``np.where`` on
     mixed-sign data, and keep a channels-last input's memory layout.
     """
-    out, positive = np.empty_like(x), np.empty_like(x, dtype=bool)   # x's memory layout
+    out = np.empty_like(x)                                           # x's memory layout
+    positive = np.empty_like(x, dtype=bool) if keep_mask else None
 
     def part(s: slice | EllipsisType) -> None:
         np.maximum(x[s], x.dtype.type(0), out=out[s])
-        np.greater(x[s], 0, out=positive[s])
+        if positive is not None:
+            np.greater(x[s], 0, out=positive[s])
 
     run_parallel(part, _slices(x))
     return out, positive

@@ -12,7 +12,7 @@ from stridenet.functional.activation import (
 )
 from stridenet.functional.dropout import dropout_backward, dropout_forward
 from stridenet.nn.init import RngLike, as_generator
-from stridenet.nn.layer import Layer
+from stridenet.nn.layer import Layer, grad_enabled
 
 # the cache of a layer whose forward passed its input through unchanged
 _PASS_THROUGH = object()
@@ -22,7 +22,7 @@ class ReLU(Layer):
     """``max(x, 0)`` elementwise; any shape in, same shape out."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, positive = relu_forward(x)
+        out, positive = relu_forward(x, keep_mask=grad_enabled())
         self._keep(positive)
         return out
 
