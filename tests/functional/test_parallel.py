@@ -10,7 +10,10 @@ errors, nesting, and the BLAS thread count during and after a parallel region.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -207,3 +210,23 @@ def test_split_batch_norm_matches_the_naive_kernel(shape, training, split) -> No
     expected = naive.batch_norm_backward(dout, x, gamma, running_mean, running_var, training)
     for ours, ref in zip(batch_norm_backward(dout, cache), expected, strict=True):
         assert rel_error(ours, ref) < 1e-10
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+def test_a_forked_child_splits_batches_with_threads_of_its_own(split) -> None:
+    """The parent's pool threads do not survive fork(); the child must not wait on them forever."""
+    x = np.random.default_rng(5).standard_normal((N, 4))
+    parallel.run_parallel(lambda s: time.sleep(0.05), parallel.image_slices(N, 1))   # pool threads, now idle
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_relu_in_child, args=(x, results))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0, "the forked child hung or failed"
+    np.testing.assert_array_equal(results.get(timeout=5), np.maximum(x, 0))
+
+
+def _relu_in_child(x: np.ndarray, results) -> None:
+    results.put(relu_forward(x)[0])

@@ -110,6 +110,17 @@ def _as_task(task: Callable[[slice], T], part: slice) -> T:
         _local.in_task = outer
 
 
+def _forget_threads() -> None:
+    """In a forked child: the parent's pool threads do not exist there, so start afresh."""
+    global _lock
+    _lock = threading.Lock()
+    _state.update(pool=None, blas_users=0, blas_saved=[])
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads)
+
+
 def _pool() -> ThreadPoolExecutor:
     with _lock:
         if _state["pool"] is None:
