@@ -154,6 +154,12 @@ def test_a_kernel_called_inside_a_task_runs_in_that_task_alone(split) -> None:
     inner = parallel.run_parallel(lambda s: parallel.image_slices(N, 1), parallel.image_slices(N, 1))
     assert inner == [[slice(0, N)]] * 3
 
+    def nested(s: slice) -> set[int]:   # slices handed in explicitly still run on the task's thread
+        seen = parallel.run_parallel(lambda inner: threading.get_ident(), [slice(0, 1), slice(1, 2)])
+        return set(seen) | {threading.get_ident()}
+
+    assert all(len(threads) == 1 for threads in parallel.run_parallel(nested, parallel.image_slices(N, 1)))
+
 
 def test_the_blas_runs_one_thread_during_a_parallel_region_and_its_setting_returns_after(split) -> None:
     threadpoolctl = pytest.importorskip("threadpoolctl")

@@ -82,10 +82,11 @@ def image_slices(count: int, size: int) -> list[slice]:
 def run_parallel(task: Callable[[slice], T], slices: Sequence[slice]) -> list[T]:
     """``[task(s) for s in slices]``, the slices at the same time, the BLAS held to one thread meanwhile.
 
-    The calling thread runs the first slice itself. If a task raises, the others still finish (they
-    may be writing into shared arrays) before the first error is raised.
+    The calling thread runs the first slice itself; inside a task, every slice runs there in turn.
+    If a task raises, the others still finish (they may be writing into shared arrays) before the
+    first error is raised.
     """
-    if len(slices) <= 1:
+    if len(slices) <= 1 or getattr(_local, "in_task", False):
         return [task(s) for s in slices]
     pool = _pool()
     with _single_threaded_blas():
@@ -98,6 +99,11 @@ def run_parallel(task: Callable[[slice], T], slices: Sequence[slice]) -> list[T]
             if error is not None:
                 raise error
         return [first, *(f.result() for f in futures)]
+
+
+def total(parts: Sequence[Any]) -> Any:
+    """The sum of per-range partial results, in range order (weight gradients, statistics)."""
+    return sum(parts[1:], parts[0])
 
 
 def _as_task(task: Callable[[slice], T], part: slice) -> T:

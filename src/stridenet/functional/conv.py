@@ -24,7 +24,7 @@ import numpy as np
 from stridenet.errors import ShapeError
 from stridenet.functional._im2col import blocks, col2im_cm, im2col_cm, im2col_nhwc, pad
 from stridenet.functional._layout import as_nchw, scratch, to_nhwc
-from stridenet.functional._parallel import image_slices, run_parallel
+from stridenet.functional._parallel import image_slices, run_parallel, total
 from stridenet.functional.geometry import (
     Padding2d,
     WindowAxis,
@@ -145,36 +145,42 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache,
         raise ShapeError(f"expected an output gradient of shape {(N, K, H_out, W_out)}, received {dout.shape}")
     dout = to_nhwc(dout)                                            # (N, H_out, W_out, K)
     dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
-    slices = _image_slices(x, dout)
+    shared = need_dx and layout == "nhwc" and _shares_columns(x, axes, G)
 
     def part(s: slice) -> tuple[np.ndarray, np.ndarray | None]:
-        dx_part = None if dx is None else dx[s]
+        """Write dx of a range of images; return its float64 weight-gradient sums and bias sum (or None)."""
         if layout == "cm":
-            if dx_part is not None:
-                _input_grad_cm(dout[s], w, axes, dx_part)
+            if dx is not None:
+                _input_grad_cm(dout[s], w, axes, dx[s])
             return _weight_grads_cm(x[s], dout[s], w, axes, has_bias), None
-        if dx_part is not None and _shares_columns(x, axes, G):
-            return _backward_stride1(x[s], dout[s], w, axes, has_bias, dx_part)
-        if dx_part is not None:
-            _input_grad_nhwc(dout[s], w, axes, G, dx_part)
+        if shared:
+            return _backward_stride1(x[s], dout[s], w, axes, has_bias, dx[s])
+        if dx is not None:
+            _input_grad_nhwc(dout[s], w, axes, G, dx[s])
         return _weight_grads_nhwc(x[s], dout[s], G, axes, has_bias)
 
-    parts = run_parallel(part, slices)
-    grads = sum(p[0] for p in parts[1:]) + parts[0][0]               # float64 sums over each range's images
-    if layout == "cm":                                              # (C*kH*kW [+1], K)
-        dw, db = grads[:w[0].size].T.reshape(w.shape), (grads[-1] if has_bias else None)
-    elif dx is not None and _shares_columns(x, axes, G):            # (C, kH*kW*K), taps flipped
-        # grads[c, (a, b, k)] belongs to tap (kH-1-a, kW-1-b) of filter k
-        dw, db = grads.reshape(w.shape[1], *w.shape[2:], K)[:, ::-1, ::-1].transpose(3, 0, 1, 2), None
-    else:                                                           # (G, kH*kW*C/G [+1], K/G)
-        fused = grads.shape[1] > w[0].size
-        rows, db = (grads[:, :-1], grads[:, -1].reshape(K)) if fused else (grads, None)
-        dw = rows.reshape(G, *w.shape[2:], w.shape[1], K // G).transpose(0, 4, 3, 1, 2).reshape(w.shape)
-    if has_bias and db is None:
-        db = sum(p[1] for p in parts[1:]) + parts[0][1]
-    dx = None if dx is None else (dx if layout == "cm" else as_nchw(dx))
+    parts = run_parallel(part, _image_slices(x, dout))
+    dw, db = _weight_grads(total([p[0] for p in parts]), w, G, "shared" if shared else layout, has_bias)
+    if parts[0][1] is not None:
+        db = total([p[1] for p in parts])
+    if dx is not None and layout == "nhwc":
+        dx = as_nchw(dx)
     return (dx, np.ascontiguousarray(dw, dtype=w.dtype),
             None if db is None else np.ascontiguousarray(db, dtype=w.dtype))
+
+
+def _weight_grads(sums: np.ndarray, w: np.ndarray, G: int, form: str,
+                  has_bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``dw`` (K, C/G, kH, kW) and, where the sums carry it, ``db`` from the float64 sums of one backward
+    path: "cm" (C*kH*kW [+1], K), "shared" (C, kH*kW*K) with the taps flipped, "nhwc" (G, kH*kW*C/G [+1], K/G)."""
+    K, Cg, kH, kW = w.shape
+    if form == "cm":
+        return sums[:w[0].size].T.reshape(w.shape), (sums[-1] if has_bias else None)
+    if form == "shared":   # sums[c, (a, b, k)] belongs to tap (kH-1-a, kW-1-b) of filter k
+        return sums.reshape(Cg, kH, kW, K)[:, ::-1, ::-1].transpose(3, 0, 1, 2), None
+    fused = sums.shape[1] > w[0].size                               # a last row from the column of ones
+    rows, db = (sums[:, :-1], sums[:, -1].reshape(K)) if fused else (sums, None)
+    return rows.reshape(G, kH, kW, Cg, K // G).transpose(0, 4, 3, 1, 2).reshape(w.shape), db
 
 
 def _image_slices(x: np.ndarray, y: np.ndarray) -> list[slice]:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stridenet.errors import ShapeError
-from stridenet.functional._parallel import image_slices, run_parallel
+from stridenet.functional._parallel import image_slices, run_parallel, total
 
 
 class LinearCache(NamedTuple):
@@ -55,6 +55,6 @@ def linear_backward(dout: np.ndarray, cache: LinearCache) -> tuple[np.ndarray, n
         return dout_rows[s].T @ x_rows[s], (dout_rows[s].sum(axis=0) if has_bias else None)
 
     parts = run_parallel(part, image_slices(x_rows.shape[0], x_rows.size))
-    dw = sum(p[0] for p in parts[1:]) + parts[0][0]
-    db = sum(p[1] for p in parts[1:]) + parts[0][1] if has_bias else None
+    dw = total([p[0] for p in parts])
+    db = total([p[1] for p in parts]) if has_bias else None
     return dx.reshape(x.shape), dw, db

@@ -12,7 +12,7 @@ import numpy as np
 
 from stridenet.errors import ShapeError
 from stridenet.functional._layout import as_nchw, is_channels_last, to_nhwc
-from stridenet.functional._parallel import image_slices, run_parallel
+from stridenet.functional._parallel import image_slices, run_parallel, total
 
 
 class BatchNormCache(NamedTuple):
@@ -151,8 +151,8 @@ def _forward_rows(x: np.ndarray, wide: np.ndarray, k: int, gamma: np.ndarray | N
         return _channel_dots(centred[s], centred[s], k) if training else None
 
     if training:
-        mean = _total(run_parallel(lambda s: _channel_sums(wide[s], k), slices)) / m
-        var = _total(run_parallel(lambda s: centre(s, np.tile(mean, k)), slices)) / m
+        mean = total(run_parallel(lambda s: _channel_sums(wide[s], k), slices)) / m
+        var = total(run_parallel(lambda s: centre(s, np.tile(mean, k)), slices)) / m
     else:
         mean, var = running_mean, running_var
         run_parallel(lambda s: centre(s, np.tile(mean.astype(x.dtype), k)), slices)
@@ -180,8 +180,8 @@ def _backward_rows(dout: np.ndarray, centred: np.ndarray, k: int, cache: BatchNo
     m = d.dtype.type(d.size // inv_std.shape[0])
     slices = image_slices(d.shape[0], d.size)
     sums = run_parallel(lambda s: (_channel_sums(d[s], k), _channel_dots(d[s], centred[s], k)), slices)
-    dbeta = _total([p[0] for p in sums])
-    dgamma = _total([p[1] for p in sums]) * inv_std
+    dbeta = total([p[0] for p in sums])
+    dgamma = total([p[1] for p in sums]) * inv_std
     a = inv_std if gamma is None else inv_std * gamma
     scale = np.tile(a, k)
     factor, offset = np.tile(a * inv_std * dgamma / m, k), np.tile(a * dbeta / m, k)
@@ -196,8 +196,3 @@ def _backward_rows(dout: np.ndarray, centred: np.ndarray, k: int, cache: BatchNo
 
     run_parallel(input_grad, slices)
     return _like(dx, cache.centred), dgamma if gamma is not None else None, dbeta
-
-
-def _total(parts: list[np.ndarray]) -> np.ndarray:
-    """The sum of per-range partial sums."""
-    return sum(parts[1:], parts[0])
