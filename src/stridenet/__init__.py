@@ -6,14 +6,12 @@ PyTorch-compatible layers (``stridenet.nn``). ``stridenet.set_num_threads(n)`` a
 cores this process may use, or ``STRIDENET_NUM_THREADS``).
 """
 
-from typing import Any
-
 __version__ = "0.1.0"
 
 _THREAD_SETTINGS = ("get_num_threads", "set_num_threads")
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     # imported on first use, so that ``import stridenet`` stays quick
     if name in _THREAD_SETTINGS:
         from stridenet.functional import _parallel
