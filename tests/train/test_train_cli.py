@@ -40,6 +40,14 @@ def test_train_writes_a_run_and_reports(cli_run) -> None:
     assert (config["dataset"], config["model"], config["limit_train"]) == ("mnist-sample", "lenet5", 320)
 
 
+def test_threads_option_is_kept_with_the_run_and_may_change_on_resume(cli_run, capsys) -> None:
+    run, output = cli_run
+    used = json.loads((run / "config.json").read_text())["config"]["threads"]
+    assert f"{used} threads" in output.splitlines()[0]
+    assert main(["train", "--resume", str(run), "--threads", str(used + 1)]) == 0   # a finished run: tests only
+    assert f"resuming with {used + 1} threads where the run used {used}" in capsys.readouterr().out
+
+
 def test_eval_prints_and_writes_eval_json(cli_run, capsys) -> None:
     run, _ = cli_run
     assert main(["eval", str(run), "--limit", "50"]) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from dataclasses import replace
@@ -10,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stridenet.train import Callback, TrainConfig, Trainer
+import stridenet
+from stridenet.train import Callback, ConfigError, TrainConfig, Trainer
 
 STEPS_PER_EPOCH = 6  # 96 training images, batch size 16
 
@@ -126,3 +128,44 @@ def test_resume_drops_rows_written_after_the_checkpoint(tiny_config, tiny_splits
     log.append(replace(rows[0], epoch=2))  # as if epoch 2 had finished its row, then died
     resumed = train(config, tiny_splits, tmp_path, resume=True)
     assert [r.epoch for r in resumed.run.metrics.read()] == [1, 2, 3]
+
+
+class ThreadsSeen(Callback):
+    """Records the kernels' thread count at every step."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def on_step_end(self, trainer: Trainer, loss: float) -> None:
+        self.seen.add(stridenet.get_num_threads())
+
+
+def test_the_run_keeps_its_thread_count_and_resume_uses_it(tiny_config, tiny_splits, tmp_path) -> None:
+    """Per-thread gradient sums are added up, so the count is part of the run: config.json keeps it,
+    training runs with it (and restores the setting after), and --resume uses it again unless told
+    otherwise, which it then says."""
+    before = stridenet.get_num_threads()
+    seen = ThreadsSeen()
+    config = replace(tiny_config, threads=3)
+    train(config, tiny_splits, tmp_path, seen, RaiseAt(KeyboardInterrupt(), step=3))
+    assert seen.seen == {3} and stridenet.get_num_threads() == before
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["threads"] == 3
+
+    again, lines = ThreadsSeen(), []
+    resumed = Trainer.resume(tmp_path, splits=tiny_splits, callbacks=[again], log=lines.append, progress=False)
+    resumed.fit()
+    assert resumed.config.threads == 3 and again.seen == {3} and not any("threads" in line for line in lines)
+
+    other, lines = ThreadsSeen(), []
+    train(config, tiny_splits, tmp_path / "other", RaiseAt(KeyboardInterrupt(), step=3))
+    switched = Trainer.resume(tmp_path / "other", threads=1, splits=tiny_splits, callbacks=[other],
+                              log=lines.append, progress=False)
+    switched.fit()
+    assert other.seen == {1}
+    assert any("resuming with 1 threads where the run used 3" in line for line in lines)
+
+
+def test_a_new_run_records_the_default_thread_count(tiny_config) -> None:
+    assert replace(tiny_config, out="x").resolved().threads == stridenet.get_num_threads()
+    with pytest.raises(ConfigError, match="threads must be a positive integer, received 0"):
+        replace(tiny_config, threads=0).validate()

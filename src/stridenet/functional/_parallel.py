@@ -67,6 +67,17 @@ def set_num_threads(threads: int | None) -> None:
         pool.shutdown(wait=True)
 
 
+@contextmanager
+def num_threads(threads: int | None) -> Iterator[None]:
+    """``set_num_threads(threads)`` inside the block, the previous setting after it."""
+    previous = _state["threads"]
+    set_num_threads(threads)
+    try:
+        yield
+    finally:
+        set_num_threads(previous)
+
+
 def image_slices(count: int, size: int) -> list[slice]:
     """Split ``count`` images (``size`` array elements in all) into one contiguous range per thread.
 

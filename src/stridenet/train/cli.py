@@ -31,12 +31,14 @@ TRAIN_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--limit-train", "limit_train", int, "use only the first N training images"),
     ("--limit-test", "limit_test", int, "use only the first N test images"),
     ("--channels", "channels", int, "convert images to 1 (gray) or 3 (RGB) channels"),
+    ("--threads", "threads", int, "threads each batch is split across (default: STRIDENET_NUM_THREADS or the "
+                                  "usable cores); kept with the run for --resume"),
 )
 TRAIN_FLAGS = (
     ("--download", "download", "download the dataset into the cache if it is missing"),
     ("--augment", "augment", "random crops (and horizontal flips, except for digits) while training"),
 )
-RESUMABLE = ("data_dir", "download")  # may be given again with --resume (the data may have moved)
+RESUMABLE = ("data_dir", "download", "threads")  # may be given with --resume (the data may have moved)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -104,7 +106,8 @@ def run_train(args: argparse.Namespace) -> int:
             if extra:
                 raise UsageError(f"--resume continues a run with the options it was started with; "
                                  f"drop {', '.join(extra)}")
-            trainer = Trainer.resume(args.resume, data_dir=given.get("data_dir"), download=given.get("download"))
+            trainer = Trainer.resume(args.resume, data_dir=given.get("data_dir"), download=given.get("download"),
+                                     threads=given.get("threads"))
         else:
             if "image_size" in given:
                 given["image_size"] = tuple(given["image_size"])

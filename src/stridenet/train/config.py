@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import stridenet
+
 DATASET_NAMES = ("mnist-sample", "mnist", "fashion-mnist", "cifar10", "folder")
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw")
 SCHEDULE_NAMES = ("constant", "step", "cosine", "onecycle")
@@ -55,6 +57,9 @@ class TrainConfig:
         limit_train: use only the first N training images (before the validation split).
         limit_test: use only the first N test images.
         eval_batch_size: images per forward pass when evaluating.
+        threads: threads each batch is split across; None takes ``STRIDENET_NUM_THREADS`` or the
+            usable cores. The resolved config records the number, so ``--resume`` uses it again
+            (per-thread weight-gradient sums are added up, so the count moves the last bits).
         out: run folder; None picks ``runs/<dataset>-<model>-<timestamp>``.
     """
 
@@ -78,6 +83,7 @@ class TrainConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     eval_batch_size: int = 500
+    threads: int | None = None
     out: str | None = None
 
     def validate(self) -> None:
@@ -96,7 +102,7 @@ class TrainConfig:
             value = getattr(self, option)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{option} must be an integer >= {low}, received {value!r}")
-        for option in ("limit_train", "limit_test"):
+        for option in ("limit_train", "limit_test", "threads"):
             value = getattr(self, option)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{option} must be a positive integer, received {value!r}")
@@ -118,12 +124,17 @@ class TrainConfig:
             raise ConfigError(f"image_size must be two positive integers (H, W), received {self.image_size!r}")
 
     def resolved(self) -> TrainConfig:
-        """A validated copy with ``lr`` and ``out`` filled in (the learning rate by optimizer, the run
-        folder under ``runs/`` named after dataset, model and the current time)."""
+        """A validated copy with ``lr``, ``threads`` and ``out`` filled in (the learning rate by
+        optimizer, the thread count the kernels use now, the run folder under ``runs/`` named after
+        dataset, model and the current time)."""
         self.validate()
         lr = DEFAULT_LR[self.optimizer] if self.lr is None else float(self.lr)
+        try:
+            threads = stridenet.get_num_threads() if self.threads is None else self.threads
+        except ValueError as error:   # a malformed STRIDENET_NUM_THREADS
+            raise ConfigError(str(error)) from None
         out = self.out if self.out is not None else str(default_run_dir(self.dataset, self.model))
-        return dataclasses.replace(self, lr=lr, out=out)
+        return dataclasses.replace(self, lr=lr, threads=threads, out=out)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (tuples become lists)."""

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+import stridenet
 from stridenet import nn
 from stridenet.errors import CheckpointError
 from stridenet.train.callbacks import Callback, EpochLogger, ProgressBar
@@ -133,21 +134,29 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, data_dir: str | None = None, download: bool | None = None,
-               **kwargs: Any) -> Trainer:
+               threads: int | None = None, **kwargs: Any) -> Trainer:
         """A trainer continuing the run in ``run_dir`` with its saved options.
 
         Args:
             run_dir: the run folder.
             data_dir: where the data lives now, if it moved. download: fetch missing data.
+            threads: another thread count than the run's (its last bits then differ from an
+                uninterrupted run's, which a log line says).
             **kwargs: ``callbacks``, ``log``, ``progress`` as for ``Trainer``.
 
         Raises:
             CheckpointError: not a run folder, no ``last`` checkpoint, or data that no longer match.
         """
         config, info = RunFolder(run_dir).read_config()
+        saved_threads = config.threads
         config = replace(config, out=str(run_dir), data_dir=data_dir if data_dir is not None else config.data_dir,
-                         download=config.download if download is None else download)
+                         download=config.download if download is None else download,
+                         threads=saved_threads if threads is None else threads)
         trainer = cls(config, resume=True, **kwargs)
+        if saved_threads is not None and trainer.config.threads != saved_threads:
+            trainer.log(f"resuming with {trainer.config.threads} threads where the run used {saved_threads}: "
+                        "sums over images are added in another order, so the last bits will differ from "
+                        "an uninterrupted run")
         found = trainer.splits.info
         for field in ("input_shape", "classes", "mean", "std", "num_train", "num_val"):
             if getattr(found, field) != getattr(info, field):
@@ -172,6 +181,10 @@ class Trainer:
         Raises:
             TrainingDiverged: the loss became NaN or infinite (the last good checkpoint is kept).
         """
+        with stridenet.num_threads(self.config.threads):
+            return self._fit()
+
+    def _fit(self) -> FitResult:
         self._session_start = time.perf_counter()
         try:
             with self._deferred_sigint():
@@ -201,7 +214,7 @@ class Trainer:
         self.log(f"run folder {self.run.path}: {self.config.dataset} ({info.num_train} train, {info.num_val} val, "
                  f"{info.num_test} test images), {self.config.model} ({self.model.num_parameters():,} parameters), "
                  f"{self.config.optimizer} lr {self.config.lr:g}, {self.config.schedule} schedule, "
-                 f"{self.config.epochs} epochs")
+                 f"{self.config.epochs} epochs, {self.config.threads} threads")
 
     def _run_epoch(self) -> None:
         for callback in self.callbacks:
