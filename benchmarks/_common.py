@@ -1,7 +1,8 @@
 """Shared helpers for the benchmarks: thread counts, BLAS report, timing, and the ``--blas-both`` re-run.
 
 The benchmarks compare stridenet with PyTorch on equal terms: torch gets as many threads as OpenBLAS
-has (threadpoolctl tells), the two are timed alternately in the same run, and every number is a
+has (threadpoolctl tells) and stridenet splits its batches across as many, the two are timed
+alternately in the same run, and every number is a
 median over repeats. Timings on a shared machine drift between runs, so only ratios within one run
 mean anything.
 """
