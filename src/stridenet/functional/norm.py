@@ -146,7 +146,7 @@ def _forward_rows(x: np.ndarray, wide: np.ndarray, k: int, gamma: np.ndarray | N
     slices = image_slices(wide.shape[0], wide.size)
     centred = np.empty_like(wide)
 
-    def centre(s: slice, mean: np.ndarray) -> np.ndarray:
+    def centre(s: slice, mean: np.ndarray) -> np.ndarray | None:
         np.subtract(wide[s], mean, out=centred[s])
         return _channel_dots(centred[s], centred[s], k) if training else None
 
