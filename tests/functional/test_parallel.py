@@ -236,3 +236,19 @@ def test_a_forked_child_splits_batches_with_threads_of_its_own(split) -> None:
 
 def _relu_in_child(x: np.ndarray, results) -> None:
     results.put(relu_forward(x)[0])
+
+
+def test_split_results_are_bit_identical_from_call_to_call(split) -> None:
+    """Per-range sums are added in range order, never in the order the threads finish: a run is
+    reproducible for a given thread count."""
+    rng = np.random.default_rng(6)
+    x = channels_last(rng.standard_normal((N, 10, 9, 8)).astype(np.float32))
+    w = rng.standard_normal((6, 10, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    out, cache = conv2d_forward(x, w, b, 1, 1)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    first = conv2d_backward(dout, cache)
+    for _ in range(5):
+        again = conv2d_backward(dout, conv2d_forward(x, w, b, 1, 1)[1])
+        for ours, expected in zip(again, first, strict=True):
+            np.testing.assert_array_equal(ours, expected)
