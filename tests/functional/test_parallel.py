@@ -172,7 +172,7 @@ def test_the_blas_runs_one_thread_during_a_parallel_region_and_its_setting_retur
         assert controller.info()[0]["num_threads"] == 2
 
 
-def test_small_work_and_one_thread_stay_on_the_calling_thread(monkeypatch) -> None:
+def test_small_work_and_one_thread_stay_on_the_calling_thread() -> None:
     assert parallel.image_slices(64, parallel.MIN_PARALLEL_SIZE - 1) == [slice(0, 64)]
     parallel.set_num_threads(1)
     try:

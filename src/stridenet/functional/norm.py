@@ -146,16 +146,18 @@ def _forward_rows(x: np.ndarray, wide: np.ndarray, k: int, gamma: np.ndarray | N
     slices = image_slices(wide.shape[0], wide.size)
     centred = np.empty_like(wide)
 
-    def centre(s: slice, mean: np.ndarray) -> np.ndarray | None:
-        np.subtract(wide[s], mean, out=centred[s])
+    def centre(s: slice, tiled_mean: np.ndarray) -> np.ndarray | None:
+        np.subtract(wide[s], tiled_mean, out=centred[s])
         return _channel_dots(centred[s], centred[s], k) if training else None
 
     if training:
         mean = total(run_parallel(lambda s: _channel_sums(wide[s], k), slices)) / m
-        var = total(run_parallel(lambda s: centre(s, np.tile(mean, k)), slices)) / m
+        tiled_mean = np.tile(mean, k)
+        var = total(run_parallel(lambda s: centre(s, tiled_mean), slices)) / m
     else:
         mean, var = running_mean, running_var
-        run_parallel(lambda s: centre(s, np.tile(mean.astype(x.dtype), k)), slices)
+        tiled_mean = np.tile(mean.astype(x.dtype), k)
+        run_parallel(lambda s: centre(s, tiled_mean), slices)
     inv_std = (1.0 / np.sqrt(var + dtype(eps))).astype(x.dtype)
     scale = np.tile(inv_std if gamma is None else inv_std * gamma, k)
     shift = None if beta is None else np.tile(beta, k)

@@ -139,14 +139,14 @@ def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
     channels_last = is_channels_last(x)
     dout = _in_layout(dout, channels_last)
     dx = empty_nchw(x.shape, dout.dtype, channels_last)
-    run_parallel(lambda s: _route_to_max(dout[s], x[s], out[s], axes, dx[s]), image_slices(x.shape[0], x.size))
+    run_parallel(lambda s: _route_to_max(dout[s], x[s], out[s], axes, dx[s], channels_last),
+                 image_slices(x.shape[0], x.size))
     return dx
 
 
 def _route_to_max(dout: np.ndarray, x: np.ndarray, out: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
-                  dx: np.ndarray) -> None:
+                  dx: np.ndarray, channels_last: bool) -> None:
     """Write ``dx`` for a range of images (``dout`` in the layout of ``x``; see ``max_pool2d_backward``)."""
-    channels_last = is_channels_last(x)
     # Sums are one pass without temporaries: finite means no NaN/inf inside. A non-finite gradient
     # sum (or an overflow) takes the exact general rule, only slower; infinite maxima are fine.
     with np.errstate(over="ignore", invalid="ignore"):
