@@ -1,7 +1,8 @@
 """Batches split across threads (``functional._parallel``): the same numbers as the naive kernels.
 
 The public-API tests mostly use arrays too small to be split, so here the size threshold is lowered
-to 0 and three threads are asked for: N=5 images become ranges of 1, 2 and 2, every kernel path
+to 0 and two threads are asked for: N=7 images become four ranges (two per thread) of 1, 2, 2 and 2
+images, every kernel path
 (channel-major and channels-last convolution, the stride-1 shared backward, phases, groups, 1x1,
 linear, ReLU, max pooling with its tiled shortcut, ties and NaN, batch norm's rows) runs on split batches, and its
 results are compared with the naive loop kernels. Then the machinery itself: order of results,
@@ -37,15 +38,15 @@ from stridenet.functional import (
     relu_forward,
 )
 
-N = 5
+N = 7
 
 
 @pytest.fixture
 def split(monkeypatch):
-    """Every kernel call splits its batch over 3 threads, however small."""
+    """Every kernel call splits its batch over 2 threads, into 4 ranges, however small."""
     monkeypatch.setattr(parallel, "MIN_PARALLEL_SIZE", 0)
-    parallel.set_num_threads(3)
-    assert [s.stop - s.start for s in parallel.image_slices(N, 1)] == [1, 2, 2]
+    parallel.set_num_threads(2)
+    assert [s.stop - s.start for s in parallel.image_slices(N, 1)] == [1, 2, 2, 2]
     yield
     parallel.set_num_threads(None)
 
@@ -128,13 +129,36 @@ def test_split_max_pooling_matches_the_naive_kernel_with_ties_and_nan(setting, s
 
 def test_run_parallel_keeps_order_and_runs_on_several_threads(split) -> None:
     threads = set()
+    both = threading.Barrier(2)
 
     def task(s: slice) -> list[int]:
-        threads.add(threading.get_ident())
+        if threading.get_ident() not in threads:    # each thread's first range waits for the other's
+            threads.add(threading.get_ident())
+            both.wait(timeout=30)
         return list(range(s.start, s.stop))
 
-    assert parallel.run_parallel(task, parallel.image_slices(N, 1)) == [[0], [1, 2], [3, 4]]
-    assert len(threads) > 1
+    assert parallel.run_parallel(task, parallel.image_slices(N, 1)) == [[0], [1, 2], [3, 4], [5, 6]]
+    assert len(threads) == 2
+
+
+def test_a_free_thread_takes_the_ranges_a_busy_one_has_not_begun(split) -> None:
+    """Ranges are handed out as threads come free: while one thread is held up in the first range,
+    the other runs all three others (a fixed share per thread would wait forever)."""
+    others_done = threading.Event()
+    done: list[int] = []
+
+    def task(s: slice) -> int:
+        if s.start == 0:
+            assert others_done.wait(timeout=30), "the other ranges were not taken by the free thread"
+        else:
+            done.append(s.start)
+            if len(done) == 3:
+                others_done.set()
+        return threading.get_ident()
+
+    threads = parallel.run_parallel(task, parallel.image_slices(N, 1))
+    assert sorted(done) == [1, 3, 5]
+    assert len(set(threads[1:])) == 1 and threads[1] != threads[0]   # one thread held up, the other did the rest
 
 
 def test_run_parallel_raises_a_tasks_error_after_every_task_finished(split) -> None:
@@ -147,12 +171,12 @@ def test_run_parallel_raises_a_tasks_error_after_every_task_finished(split) -> N
 
     with pytest.raises(ValueError, match="range 1 failed"):
         parallel.run_parallel(task, parallel.image_slices(N, 1))
-    assert sorted(finished) == [0, 3]
+    assert sorted(finished) == [0, 3, 5]
 
 
 def test_a_kernel_called_inside_a_task_runs_in_that_task_alone(split) -> None:
     inner = parallel.run_parallel(lambda s: parallel.image_slices(N, 1), parallel.image_slices(N, 1))
-    assert inner == [[slice(0, N)]] * 3
+    assert inner == [[slice(0, N)]] * 4
 
     def nested(s: slice) -> set[int]:   # slices handed in explicitly still run on the task's thread
         seen = parallel.run_parallel(lambda inner: threading.get_ident(), [slice(0, 1), slice(1, 2)])
@@ -168,7 +192,7 @@ def test_the_blas_runs_one_thread_during_a_parallel_region_and_its_setting_retur
         pytest.skip("threadpoolctl finds no BLAS in this NumPy")
     with controller.limit(limits=2):
         seen = parallel.run_parallel(lambda s: controller.info()[0]["num_threads"], parallel.image_slices(N, 1))
-        assert seen == [1, 1, 1]
+        assert seen == [1, 1, 1, 1]
         assert controller.info()[0]["num_threads"] == 2
 
 
@@ -206,7 +230,7 @@ def test_split_batch_norm_matches_the_naive_kernel(shape, training, split) -> No
     if len(shape) == 4:
         x = channels_last(x)
     wide, _ = norm._rows(x)
-    assert len(parallel.image_slices(wide.shape[0], wide.size)) == 3     # rows of whole channel vectors, split
+    assert len(parallel.image_slices(wide.shape[0], wide.size)) == 4     # rows of whole channel vectors, split
     C = shape[1]
     gamma, beta = rng.standard_normal(C), rng.standard_normal(C)
     running_mean, running_var = rng.standard_normal(C), rng.random(C) + 0.5

@@ -3,11 +3,14 @@
 NumPy runs copies and element-wise operations on one core, and OpenBLAS runs each matrix product on
 all of them; after a product its threads keep spinning for a while, so NumPy work on a second thread
 right after it has to compete with them. The kernels therefore bring their own parallelism: each
-large operation splits its images into one contiguous range per thread (``image_slices``) and runs
-the ranges at the same time (``run_parallel``) while the BLAS is held to one thread, so copies,
-element-wise work and matrix products all use every core and no thread spins. NumPy and the BLAS
-release the GIL while they work, so plain Python threads suffice. Each range writes its own slice
-of the output; sums over images (weight gradients) are added up afterwards.
+large operation splits its images into contiguous ranges, two per thread (``image_slices``), and
+runs them at the same time (``run_parallel``) while the BLAS is held to one thread, so copies,
+element-wise work and matrix products all use every core and no thread spins. Each thread takes the
+next range nobody has begun, so a thread the host slows down does fewer ranges instead of holding
+the others up. NumPy and the BLAS release the GIL while they work, so plain Python threads suffice.
+Each range writes its own slice of the output; sums over images (weight gradients) are added up
+afterwards in range order, so results depend on the number of threads but not on which thread ran
+which range.
 
 The number of threads defaults to the cores this process may use; ``STRIDENET_NUM_THREADS`` or
 ``set_num_threads`` changes it (1 runs everything in the calling thread, as before).
@@ -27,6 +30,8 @@ T = TypeVar("T")
 
 # Work below this many array elements stays on the calling thread: a hand-off costs tens of microseconds.
 MIN_PARALLEL_SIZE = 1 << 16
+# Ranges per thread: more lets the threads even out a host that slows one of them, each costs a hand-off.
+RANGES_PER_THREAD = 2
 
 _lock = threading.Lock()
 _local = threading.local()
@@ -79,37 +84,57 @@ def num_threads(threads: int | None) -> Iterator[None]:
 
 
 def image_slices(count: int, size: int) -> list[slice]:
-    """Split ``count`` images (``size`` array elements in all) into one contiguous range per thread.
+    """Split ``count`` images (``size`` array elements in all) into contiguous ranges, ``RANGES_PER_THREAD``
+    per thread (at most one per image).
 
     One range when the work is too small to be worth a hand-off, or inside a parallel task.
     """
-    parts = min(get_num_threads(), count)
-    if parts <= 1 or size < MIN_PARALLEL_SIZE or getattr(_local, "in_task", False):
+    threads = get_num_threads()
+    parts = min(threads * RANGES_PER_THREAD, count)
+    if threads <= 1 or parts <= 1 or size < MIN_PARALLEL_SIZE or getattr(_local, "in_task", False):
         return [slice(0, count)]
     bounds = [count * i // parts for i in range(parts + 1)]
     return [slice(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
 
 
 def run_parallel(task: Callable[[slice], T], slices: Sequence[slice]) -> list[T]:
-    """``[task(s) for s in slices]``, the slices at the same time, the BLAS held to one thread meanwhile.
+    """``[task(s) for s in slices]``, run by every thread at once, the BLAS held to one thread meanwhile.
 
-    The calling thread runs the first slice itself; inside a task, every slice runs there in turn.
-    If a task raises, the others still finish (they may be writing into shared arrays) before the
-    first error is raised.
+    The calling thread and the pool's threads each take the next slice not yet begun until none is
+    left; the results come back in slice order. Inside a task, every slice runs there in turn. If a
+    task raises, the remaining slices still run (others may be writing into shared arrays) before
+    the first error, in slice order, is raised.
     """
     if len(slices) <= 1 or getattr(_local, "in_task", False):
         return [task(s) for s in slices]
+    results: list[Any] = [None] * len(slices)
+    errors: list[BaseException | None] = [None] * len(slices)
+    pending = iter(range(len(slices)))
+    taking = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with taking:
+                index = next(pending, None)
+            if index is None:
+                return
+            try:
+                results[index] = _as_task(task, slices[index])
+            except BaseException as error:  # noqa: BLE001  (re-raised below, after every slice ran)
+                errors[index] = error
+
     pool = _pool()
     with _single_threaded_blas():
-        futures = [pool.submit(_as_task, task, s) for s in slices[1:]]
+        helpers = [pool.submit(work) for _ in range(min(get_num_threads(), len(slices)) - 1)]
         try:
-            first = _as_task(task, slices[0])
+            work()
         finally:
-            errors = [f.exception() for f in futures]
-        for error in errors:
-            if error is not None:
-                raise error
-        return [first, *(f.result() for f in futures)]
+            for helper in helpers:
+                helper.result()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
 
 
 def total(parts: Sequence[Any]) -> Any:
