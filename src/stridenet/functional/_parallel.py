@@ -120,7 +120,7 @@ def run_parallel(task: Callable[[slice], T], slices: Sequence[slice]) -> list[T]
                 return
             try:
                 results[index] = _as_task(task, slices[index])
-            except BaseException as error:  # noqa: BLE001  (re-raised below, after every slice ran)
+            except BaseException as error:   # re-raised below, after every slice ran
                 errors[index] = error
 
     pool = _pool()
