@@ -30,6 +30,7 @@ from stridenet.functional import (
     batch_norm_forward,
     conv2d_backward,
     conv2d_forward,
+    conv2d_relu_forward,
     linear_backward,
     linear_forward,
     max_pool2d_backward,
@@ -84,6 +85,26 @@ def test_split_convolution_matches_the_naive_kernel(case, need_dx, split) -> Non
         assert rel_error(dx, dx_ref) < 1e-12
     else:
         assert dx is None
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"C{c[0]}-k{c[2]}-s{c[3]}-g{c[6]}-{c[7]}")
+def test_split_convolution_with_its_relu_fused_matches_the_naive_kernels(case, split) -> None:
+    C, K, kernel, stride, padding, dilation, groups, layout = case
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((N, C, 9, 8))
+    if layout == "channels_last":
+        x = channels_last(x)
+    w = rng.standard_normal((K, C // groups, *kernel))
+    b = rng.standard_normal(K)
+    pads = ((padding, padding), (padding, padding)) if isinstance(padding, int) else tuple((p, p) for p in padding)
+    out, cache, mask = conv2d_relu_forward(x, w, b, stride, padding, dilation, groups)
+    expected = naive.conv2d_forward(x, w, b, stride, pads, dilation, groups)
+    assert rel_error(out, np.maximum(expected, 0)) < 1e-12
+    np.testing.assert_array_equal(mask, expected > 0)
+    dout = rng.standard_normal(out.shape)
+    for ours, ref in zip(conv2d_backward(dout, cache, positive=mask),
+                         naive.conv2d_backward(dout * mask, x, w, stride, pads, dilation, groups), strict=True):
+        assert rel_error(ours, ref) < 1e-12
 
 
 def test_split_linear_relu_and_pooling_match_the_naive_kernels(split) -> None:

@@ -31,15 +31,22 @@ def relu_forward(x: np.ndarray, keep_mask: bool = True) -> tuple[np.ndarray, np.
 def relu_backward(dout: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """``dout`` where the input was positive, 0 elsewhere (also for non-finite ``dout``, as PyTorch)."""
     dx = np.empty_like(dout)
-
-    def part(s: slice | EllipsisType) -> bool:
-        with np.errstate(over="ignore", invalid="ignore"):   # inf * 0 is handled below
-            np.multiply(dout[s], positive[s], out=dx[s])
-            return bool(np.isfinite(dx[s].sum()))   # one pass; a sum that overflows takes the exact path
-
-    if not all(run_parallel(part, _slices(dout))):
-        return np.where(positive, dout, np.zeros((), dout.dtype))
+    run_parallel(lambda s: through_relu(dout[s], positive[s], dx[s]), _slices(dout))
     return dx
+
+
+def through_relu(dout: np.ndarray, positive: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``relu_backward`` of one block into ``out`` (any array of ``dout``'s shape); returns ``out``.
+
+    A multiply by the mask, then one summing pass to see that nothing was infinite or NaN (where
+    ``inf * 0`` would have made a NaN): only then is the slower exact ``np.where`` needed.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.multiply(dout, positive, out=out)
+        if np.isfinite(out.sum()):   # a sum that overflows takes the exact path too
+            return out
+    np.copyto(out, np.where(positive, dout, np.zeros((), dout.dtype)))
+    return out
 
 
 def _slices(x: np.ndarray) -> list[slice] | list[EllipsisType]:

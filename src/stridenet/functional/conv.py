@@ -17,6 +17,7 @@ out channels-last in memory (``_layout``), which is what the matrix product writ
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -25,6 +26,7 @@ from stridenet.errors import ShapeError
 from stridenet.functional._im2col import blocks, col2im_cm, im2col_cm, im2col_nhwc, pad
 from stridenet.functional._layout import as_nchw, scratch, to_nhwc
 from stridenet.functional._parallel import image_slices, run_parallel, total
+from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import (
     Padding2d,
     WindowAxis,
@@ -108,31 +110,84 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: i
     Raises:
         ShapeError: wrong rank, channel count, dtype, or an output size below 1.
     """
+    out, cache, _ = _convolve(x, w, b, stride, padding, dilation, groups, None)
+    return out, cache
+
+
+def conv2d_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | tuple[int, int] = 1,
+                        padding: PaddingArg = 0, dilation: int | tuple[int, int] = 1, groups: int = 1,
+                        keep_mask: bool = True) -> tuple[np.ndarray, Conv2dCache, np.ndarray | None]:
+    """``relu_forward(conv2d_forward(x, ...))`` in one pass over the output: the same numbers, bit for bit.
+
+    Each block of the output is rectified (and its mask of positive values taken) right after its
+    matrix product wrote it, while it is still in cache, instead of in a second pass over the whole
+    output. Arguments as ``conv2d_forward``; ``keep_mask`` as ``relu_forward``.
+
+    Returns:
+        ``(out, cache, positive)``: the rectified output, the convolution's cache (for
+        ``conv2d_backward``) and the ReLU's mask (for ``relu_backward``; None without ``keep_mask``).
+    """
+    return _convolve(x, w, b, stride, padding, dilation, groups, keep_mask)
+
+
+def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | tuple[int, int],
+              padding: PaddingArg, dilation: int | tuple[int, int], groups: int,
+              relu: bool | None) -> tuple[np.ndarray, Conv2dCache, np.ndarray | None]:
+    """The forward pass; ``relu``: None for none, else rectify, and keep the mask if True."""
     _check_inputs(x, w, b, groups)
     kernel = (w.shape[2], w.shape[3])
     stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
     pad_arg = resolve_padding(padding, kernel, stride, dilation, (x.shape[2], x.shape[3]))
     axes = window_axes(x.shape, kernel, stride, dilation, pad_arg)
     out = np.empty((x.shape[0], axes[0].out, axes[1].out, w.shape[0]), x.dtype)   # (N, H_out, W_out, K)
+    positive = np.empty(out.shape, bool) if relu else None
+
+    def epilogue(images: slice) -> Epilogue | None:
+        if relu is None:
+            return None
+        return _rectifier(None if positive is None else positive[images].reshape(-1, w.shape[0]))
+
     if groups == 1 and x.shape[1] <= CM_MAX_CHANNELS:
         x = np.ascontiguousarray(x)
         layout = "cm"
-        run_parallel(lambda s: _forward_cm(x[s], w, b, axes, out[s]), _image_slices(x, out))
+        run_parallel(lambda s: _forward_cm(x[s], w, b, axes, out[s], epilogue(s)), _image_slices(x, out))
     else:
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
         layout = "nhwc"
         w_rows = _weight_rows(w, groups)
-        run_parallel(lambda s: _forward_nhwc(x[s], w_rows, b, axes, out[s]), _image_slices(x, out))
-    return as_nchw(out), Conv2dCache(x, w, axes, groups, b is not None, layout)
+        run_parallel(lambda s: _forward_nhwc(x[s], w_rows, b, axes, out[s], epilogue(s)), _image_slices(x, out))
+    cache = Conv2dCache(x, w, axes, groups, b is not None, layout)
+    return as_nchw(out), cache, None if positive is None else as_nchw(positive)
 
 
-def conv2d_backward(dout: np.ndarray, cache: Conv2dCache,
-                    need_dx: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+# Runs on each block of output right after its product wrote it: (the block's (rows, K) values, which
+# rows of the range's (images*H_out*W_out, K) output they are).
+Epilogue = Callable[[np.ndarray, slice], None]
+
+
+def _rectifier(positive_rows: np.ndarray | None) -> Epilogue:
+    """The ReLU epilogue: rectify a block in place (still in cache) and, unless ``positive_rows`` is
+    None, write its mask of positive values into those rows of ``positive_rows``."""
+    def rectify(block: np.ndarray, rows: slice) -> None:
+        np.maximum(block, block.dtype.type(0), out=block)
+        if positive_rows is not None:
+            np.greater(block, 0, out=positive_rows[rows])
+    return rectify
+
+
+def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, positive: np.ndarray | None = None
+                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients of a convolution: ``(dx, dw, db)``; ``db`` is None without bias, ``dx`` None without ``need_dx``.
 
     ``dw`` sums each shared filter's gradient over every position it was applied at (one matrix
     product per block does the sum); ``dx`` sends each output gradient back through the window it
     came from. ``need_dx=False`` skips ``dx`` (a network's first layer has no use for it).
+
+    ``positive``: the mask of a ReLU applied to this convolution's output (``relu_forward``'s, or
+    ``conv2d_relu_forward``'s); ``dout`` is then the gradient of the ReLU's output and is taken back
+    through the ReLU block by block (``relu_backward`` fused in, one pass over memory fewer). The
+    gradients equal those of ``conv2d_backward(relu_backward(dout, positive), cache)``, except that
+    ``db``'s float64 sum is added up in blocks, which may move its last float32 bit.
 
     Shape:
         dout (N, K, H_out, W_out) -> dx (N, C, H, W), dw (K, C/groups, kH, kW), db (K,).
@@ -143,21 +198,27 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache,
     H_out, W_out = axes[0].out, axes[1].out
     if dout.shape != (N, K, H_out, W_out):
         raise ShapeError(f"expected an output gradient of shape {(N, K, H_out, W_out)}, received {dout.shape}")
+    if positive is not None and positive.shape != dout.shape:
+        raise ShapeError(f"expected a ReLU mask of shape {dout.shape} (the output's), received {positive.shape}")
     dout = to_nhwc(dout)                                            # (N, H_out, W_out, K)
+    mask = None if positive is None else to_nhwc(positive)
     dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
     shared = need_dx and layout == "nhwc" and _shares_columns(x, axes, G)
 
     def part(s: slice) -> tuple[np.ndarray, np.ndarray | None]:
         """Write dx of a range of images; return its float64 weight-gradient sums and bias sum (or None)."""
+        d, m = dout[s], None if mask is None else mask[s]
+        if shared:
+            return _backward_stride1(x[s], d, w, axes, has_bias, dx[s], m)
+        if m is not None and (layout == "nhwc" or dx is not None):   # the whole range through the ReLU first
+            d, m = through_relu(d, m, np.empty_like(d)), None
         if layout == "cm":
             if dx is not None:
-                _input_grad_cm(dout[s], w, axes, dx[s])
-            return _weight_grads_cm(x[s], dout[s], w, axes, has_bias), None
-        if shared:
-            return _backward_stride1(x[s], dout[s], w, axes, has_bias, dx[s])
+                _input_grad_cm(d, w, axes, dx[s])
+            return _weight_grads_cm(x[s], d, w, axes, has_bias, m), None
         if dx is not None:
-            _input_grad_nhwc(dout[s], w, axes, G, dx[s])
-        return _weight_grads_nhwc(x[s], dout[s], G, axes, has_bias)
+            _input_grad_nhwc(d, w, axes, G, dx[s])
+        return _weight_grads_nhwc(x[s], d, G, axes, has_bias)
 
     parts = run_parallel(part, _image_slices(x, dout))
     dw, db = _weight_grads(total([p[0] for p in parts]), w, G, "shared" if shared else layout, has_bias)
@@ -218,10 +279,11 @@ def _reads_rows(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], G: int) -> b
 
 
 def _forward_nhwc(x: np.ndarray, w_rows: np.ndarray, b: np.ndarray | None, axes: tuple[WindowAxis, WindowAxis],
-                  out: np.ndarray) -> None:
+                  out: np.ndarray, epilogue: Epilogue | None = None) -> None:
     """Channels-last convolution: x (N, H, W, C), w_rows (G, kH*kW*C/G, K/G) -> out (N, H_out, W_out, K).
 
     The bias rides along as a last weight row against a column of ones, except for a 1x1 kernel.
+    ``epilogue`` (e.g. a ReLU) runs on each block of output as soon as it is complete.
     """
     G, _, Kg = w_rows.shape
     h = axes[0]
@@ -235,13 +297,16 @@ def _forward_nhwc(x: np.ndarray, w_rows: np.ndarray, b: np.ndarray | None, axes:
         xp = pad(x[n0:n1], _pads(axes), (1, 2), "x_padded")         # (B, Hp, Wp, C)
         for _, _, h0, h1 in block_list:
             cols = im2col_nhwc(xp, axes, h0, h1, G, ones=fused)     # (G, B*rows*W_out, kH*kW*C/G [+1])
-            dst = out_rows[_block_rows(axes, n0, n1, h0, h1)]
+            rows = _block_rows(axes, n0, n1, h0, h1)
+            dst = out_rows[rows]
             if G == 1:
                 np.matmul(cols[0], w_rows[0], out=dst)
             else:   # (G, rows, K/G) -> (rows, G, K/G)
                 dst.reshape(-1, G, Kg)[...] = np.matmul(cols, w_rows).transpose(1, 0, 2)
             if b is not None and not fused:
                 dst += b
+            if epilogue is not None:
+                epilogue(dst, rows)
 
 
 def _shares_columns(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], G: int) -> bool:
@@ -250,11 +315,13 @@ def _shares_columns(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], G: int) 
 
 
 def _backward_stride1(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
-                      has_bias: bool, dx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+                      has_bias: bool, dx: np.ndarray, positive: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
     """Both gradients of a stride-1 convolution from one set of columns, built from ``dout``.
 
     Writes ``dx`` (N, H, W, C) and returns the float64 sums ``x^T @ columns`` (C, kH*kW*K) (the
-    weight gradient, taps flipped) and the bias gradient (None without bias).
+    weight gradient, taps flipped) and the bias gradient (None without bias). With a ReLU mask
+    ``positive`` (as dout), each block of ``dout`` is taken through the ReLU first.
 
     Input pixel q receives ``dout[q + P - i*D] @ w[i]`` over the taps i (see ``_input_grad_nhwc``),
     and tap i's weight gradient is ``sum_q x[q]^T dout[q + P - i*D]``: the same ``dout`` windows, one
@@ -270,14 +337,22 @@ def _backward_stride1(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tupl
     phase_axes = (axis_h, axis_w)
     dx_rows = dx.reshape(-1, C)
     grads = np.zeros((C, kH * kW * K), np.float64)                    # x^T @ columns, summed over blocks
+    db = np.zeros(K, np.float64) if has_bias and positive is not None else None
     for n0, n1, block_list in blocks(N, H, _row_bytes(phase_axes, K, dout.itemsize)):
-        dp = pad(dout[n0:n1], _pads(phase_axes), (1, 2), "x_padded")  # (B, H_out + pads, W_out + pads, K)
+        d = dout[n0:n1]
+        if positive is not None:
+            d = through_relu(d, positive[n0:n1], scratch("dout_relu", d.shape, d.dtype))
+            if db is not None:
+                db += d.reshape(-1, K).sum(axis=0, dtype=np.float64)
+        dp = pad(d, _pads(phase_axes), (1, 2), "x_padded")            # (B, H_out + pads, W_out + pads, K)
         for _, _, h0, h1 in block_list:
             cols = im2col_nhwc(dp, phase_axes, h0, h1, 1)[0]          # (B*rows*W, kH*kW*K)
             np.matmul(cols, rows, out=dx_rows[_block_rows(phase_axes, n0, n1, h0, h1)])
             x_rows = np.ascontiguousarray(x[n0:n1, h0:h1]).reshape(-1, C)
             grads += _columns_times_dout(x_rows.T, cols)
-    return grads, (dout.reshape(-1, K).sum(axis=0, dtype=np.float64) if has_bias else None)
+    if has_bias and db is None:
+        db = dout.reshape(-1, K).sum(axis=0, dtype=np.float64)
+    return grads, db
 
 
 def _weight_grads_nhwc(x: np.ndarray, dout: np.ndarray, G: int, axes: tuple[WindowAxis, WindowAxis],
@@ -376,10 +451,11 @@ def _phases(axis: WindowAxis, size: int) -> list[tuple[int, list[int], WindowAxi
 
 
 def _forward_cm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: tuple[WindowAxis, WindowAxis],
-                out: np.ndarray) -> None:
+                out: np.ndarray, epilogue: Epilogue | None = None) -> None:
     """Channel-major convolution for few-channel inputs: x (N, C, H, W) -> out (N, H_out, W_out, K).
 
-    The bias rides along as a last weight row, against a row of ones in the columns.
+    The bias rides along as a last weight row, against a row of ones in the columns. ``epilogue``
+    as in ``_forward_nhwc``.
     """
     K = w.shape[0]
     h = axes[0]
@@ -391,14 +467,17 @@ def _forward_cm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: tuple[
         xp = pad(x[n0:n1], _pads(axes), (2, 3), "x_padded")         # (B, C, Hp, Wp)
         for _, _, h0, h1 in block_list:
             cols = im2col_cm(xp, axes, h0, h1, ones=b is not None)  # (C*kH*kW [+1], M)
-            dst = out_rows[_block_rows(axes, n0, n1, h0, h1)]
-            np.matmul(cols.T, w_cols, out=dst)
+            rows = _block_rows(axes, n0, n1, h0, h1)
+            np.matmul(cols.T, w_cols, out=out_rows[rows])
+            if epilogue is not None:
+                epilogue(out_rows[rows], rows)
 
 
 def _weight_grads_cm(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
-                     has_bias: bool) -> np.ndarray:
+                     has_bias: bool, positive: np.ndarray | None = None) -> np.ndarray:
     """Float64 sums (C*kH*kW [+1], K) for ``dw`` and ``db`` (the last row, with bias) from one product per
-    block: columns (+ ones row) @ dout rows."""
+    block: columns (+ ones row) @ dout rows; with a ReLU mask ``positive`` (as dout), each block of
+    ``dout`` is taken through the ReLU first."""
     K = w.shape[0]
     h = axes[0]
     dout_rows = dout.reshape(-1, K)
@@ -407,7 +486,11 @@ def _weight_grads_cm(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tuple
         xp = pad(x[n0:n1], _pads(axes), (2, 3), "x_padded")
         for _, _, h0, h1 in block_list:
             cols = im2col_cm(xp, axes, h0, h1, ones=has_bias)
-            grads += _columns_times_dout(cols, dout_rows[_block_rows(axes, n0, n1, h0, h1)])
+            rows = _block_rows(axes, n0, n1, h0, h1)
+            d = dout_rows[rows]
+            if positive is not None:
+                d = through_relu(d, positive.reshape(-1, K)[rows], scratch("dout_relu", d.shape, d.dtype))
+            grads += _columns_times_dout(cols, d)
     return grads
 
 

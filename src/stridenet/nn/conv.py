@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from stridenet.functional.conv import PaddingArg, conv2d_backward, conv2d_forward
+from stridenet.functional.conv import PaddingArg, conv2d_backward, conv2d_forward, conv2d_relu_forward
 from stridenet.nn._args import non_negative_pair, positive_int, positive_pair, show_pair
+from stridenet.nn.activation import ReLU
 from stridenet.nn.init import RngLike, as_generator, fans, torch_default_bias, torch_default_weight
-from stridenet.nn.layer import Layer, Parameter
+from stridenet.nn.layer import Layer, Parameter, grad_enabled, located
 
 
 class Conv2d(Layer):
@@ -75,8 +76,32 @@ class Conv2d(Layer):
         self._keep(cache)
         return out
 
+    def forward_relu(self, x: np.ndarray, relu: ReLU) -> np.ndarray:
+        """``relu(self(x))`` with the ReLU done on each block of output while it is in cache (see
+        ``functional.conv2d_relu_forward``): the same numbers, and both layers' caches set, so
+        ``self.backward(relu.backward(dout))`` follows as usual. ``Sequential`` uses it for a
+        Conv2d directly followed by a ReLU."""
+        with located(self):
+            out, cache, positive = conv2d_relu_forward(
+                x, self.weight.data, None if self.bias is None else self.bias.data, self.stride, self.padding,
+                self.dilation, self.groups, keep_mask=grad_enabled())
+        self._keep(cache)
+        relu._keep(positive)
+        return out
+
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
-        dx, dw, db = conv2d_backward(dout, self._take_cache(), need_dx=self.input_grad)
+        return self._backward(dout, None)
+
+    def backward_relu(self, dout: np.ndarray, relu: ReLU) -> np.ndarray | None:
+        """``self.backward(relu.backward(dout))``, with the ReLU's gradient taken block by block inside
+        this layer's backward (``conv2d_backward(..., positive=)``). ``Sequential`` uses it for a
+        Conv2d directly followed by a ReLU."""
+        positive = relu._take_cache()
+        with located(self):
+            return self._backward(dout, positive)
+
+    def _backward(self, dout: np.ndarray, positive: np.ndarray | None) -> np.ndarray | None:
+        dx, dw, db = conv2d_backward(dout, self._take_cache(), need_dx=self.input_grad, positive=positive)
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db

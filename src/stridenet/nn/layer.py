@@ -78,6 +78,15 @@ def _locate(error: ShapeError, layer: Layer) -> ShapeError:
     return located
 
 
+@contextmanager
+def located(layer: Layer) -> Iterator[None]:
+    """Within the block, a ``ShapeError`` comes out prefixed with ``layer`` (as from ``layer(x)``)."""
+    try:
+        yield
+    except ShapeError as error:
+        raise _locate(error, layer) from None
+
+
 def _located_backward(backward: Callable) -> Callable:
     @functools.wraps(backward)
     def wrapper(self: Layer, *args: Any) -> Any:
