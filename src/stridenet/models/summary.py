@@ -10,9 +10,10 @@ arithmetic the kernels use. Conventions:
 - activation memory: the layer's output for a batch of 1 in float32 (containers: 0, except a
   residual block's sum). The memory total at batch size B is the input, twice the activations
   (kept for backward, and their gradients), parameters with their gradients, and the im2col
-  block buffer: convolutions build their columns a block at a time into one reused buffer of at most
-  ``COLS_BUDGET`` (4 MiB), and rebuild them in backward instead of keeping them, so the buffer is the
-  largest layer's columns for the batch, capped at the budget (the bias column left out).
+  block buffers: convolutions build their columns a block at a time into a reused buffer of at most
+  ``COLS_BUDGET`` (2 MiB) per thread, and rebuild them in backward instead of keeping them, so the
+  buffers hold the largest layer's columns for the batch, capped at the budget times the threads
+  (``get_num_threads()``; the bias column left out).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from stridenet import nn
 from stridenet.errors import ShapeError
 from stridenet.functional import _im2col
+from stridenet.functional._parallel import get_num_threads
 from stridenet.functional.geometry import WindowAxis, output_size_formula, unseen_pixels
 from stridenet.models.receptive import Field
 from stridenet.models.shapes import Shape, layer_axes, num_non_trainable, num_trainable, output_shape
@@ -294,7 +296,7 @@ def summary(model: Any, input_shape: tuple[int, ...], *, num_classes: int = 10, 
         "activations": activations,
         "forward_backward": 2 * activations,
         "params": (2 * total_params + total_non_trainable) * BYTES,
-        "im2col": min(batch_size * walker.im2col * BYTES, _im2col.COLS_BUDGET),
+        "im2col": min(batch_size * walker.im2col * BYTES, _im2col.COLS_BUDGET * get_num_threads()),
     }
     memory["total"] = memory["input"] + memory["forward_backward"] + memory["params"] + memory["im2col"]
     return Summary(tuple(input_shape), batch_size, walker.rows, total_params, total_non_trainable,
