@@ -12,6 +12,11 @@ channel-major columns and scatter their column gradients back instead (``col2im`
 The columns are built a few images at a time into a reused buffer (``_im2col``), never for the whole
 batch, and rebuilt in backward instead of kept. Arrays keep PyTorch's NCHW shape; the output is laid
 out channels-last in memory (``_layout``), which is what the matrix product writes.
+
+A ReLU that follows the convolution can run inside it (``conv2d_relu_forward``, and
+``conv2d_backward(..., positive=)``): each block of output is rectified while it is still in cache,
+and each block of the output gradient taken back through the ReLU's mask as it is read, instead of
+two more passes over the whole activation in memory.
 """
 
 from __future__ import annotations
