@@ -1,8 +1,8 @@
 """Batches split across threads (``functional._parallel``): the same numbers as the naive kernels.
 
 The public-API tests mostly use arrays too small to be split, so here the size threshold is lowered
-to 0 and two threads are asked for: N=7 images become four ranges (two per thread) of 1, 2, 2 and 2
-images, every kernel path
+to 0 and two threads with two ranges each are asked for: N=7 images become four ranges of 1, 2, 2
+and 2 images, every kernel path
 (channel-major and channels-last convolution, the stride-1 shared backward, phases, groups, 1x1,
 linear, ReLU, max pooling with its tiled shortcut, ties and NaN, batch norm's rows) runs on split batches, and its
 results are compared with the naive loop kernels. Then the machinery itself: order of results,
@@ -44,8 +44,10 @@ N = 7
 
 @pytest.fixture
 def split(monkeypatch):
-    """Every kernel call splits its batch over 2 threads, into 4 ranges, however small."""
+    """Every kernel call splits its batch over 2 threads, into 4 ranges (two per thread, so that the
+    threads also take turns), however small."""
     monkeypatch.setattr(parallel, "MIN_PARALLEL_SIZE", 0)
+    monkeypatch.setattr(parallel, "RANGES_PER_THREAD", 2)
     parallel.set_num_threads(2)
     assert [s.stop - s.start for s in parallel.image_slices(N, 1)] == [1, 2, 2, 2]
     yield
@@ -219,8 +221,10 @@ def test_the_blas_runs_one_thread_during_a_parallel_region_and_its_setting_retur
 
 def test_small_work_and_one_thread_stay_on_the_calling_thread() -> None:
     assert parallel.image_slices(64, parallel.MIN_PARALLEL_SIZE - 1) == [slice(0, 64)]
-    parallel.set_num_threads(1)
+    parallel.set_num_threads(2)
     try:
+        assert parallel.image_slices(64, 10**9) == [slice(0, 32), slice(32, 64)]    # one range per thread
+        parallel.set_num_threads(1)
         assert stridenet.get_num_threads() == 1
         assert parallel.image_slices(64, 10**9) == [slice(0, 64)]
     finally:
