@@ -65,17 +65,23 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("need_dx", [True, False], ids=["dx", "no-dx"])
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"C{c[0]}-k{c[2]}-s{c[3]}-g{c[6]}-{c[7]}")
-def test_split_convolution_matches_the_naive_kernel(case, need_dx, split) -> None:
+def conv_arrays(case, seed: int):
+    """A case's input (in its layout), filters, bias, its arguments, and its padding for the naive kernels."""
     C, K, kernel, stride, padding, dilation, groups, layout = case
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((N, C, 9, 8))
     if layout == "channels_last":
         x = channels_last(x)
     w = rng.standard_normal((K, C // groups, *kernel))
     b = rng.standard_normal(K)
     pads = ((padding, padding), (padding, padding)) if isinstance(padding, int) else tuple((p, p) for p in padding)
+    return x, w, b, (stride, padding, dilation, groups), pads, rng
+
+
+@pytest.mark.parametrize("need_dx", [True, False], ids=["dx", "no-dx"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"C{c[0]}-k{c[2]}-s{c[3]}-g{c[6]}-{c[7]}")
+def test_split_convolution_matches_the_naive_kernel(case, need_dx, split) -> None:
+    x, w, b, (stride, padding, dilation, groups), pads, rng = conv_arrays(case, seed=1)
     out, cache = conv2d_forward(x, w, b, stride, padding, dilation, groups)
     assert rel_error(out, naive.conv2d_forward(x, w, b, stride, pads, dilation, groups)) < 1e-12
     dout = rng.standard_normal(out.shape)
@@ -91,14 +97,7 @@ def test_split_convolution_matches_the_naive_kernel(case, need_dx, split) -> Non
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"C{c[0]}-k{c[2]}-s{c[3]}-g{c[6]}-{c[7]}")
 def test_split_convolution_with_its_relu_fused_matches_the_naive_kernels(case, split) -> None:
-    C, K, kernel, stride, padding, dilation, groups, layout = case
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((N, C, 9, 8))
-    if layout == "channels_last":
-        x = channels_last(x)
-    w = rng.standard_normal((K, C // groups, *kernel))
-    b = rng.standard_normal(K)
-    pads = ((padding, padding), (padding, padding)) if isinstance(padding, int) else tuple((p, p) for p in padding)
+    x, w, b, (stride, padding, dilation, groups), pads, rng = conv_arrays(case, seed=7)
     out, cache, mask = conv2d_relu_forward(x, w, b, stride, padding, dilation, groups)
     expected = naive.conv2d_forward(x, w, b, stride, pads, dilation, groups)
     assert rel_error(out, np.maximum(expected, 0)) < 1e-12
