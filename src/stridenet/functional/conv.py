@@ -115,7 +115,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: i
     Raises:
         ShapeError: wrong rank, channel count, dtype, or an output size below 1.
     """
-    out, cache, _ = _convolve(x, w, b, stride, padding, dilation, groups, None)
+    out, cache, _ = _convolve(x, w, b, stride, padding, dilation, groups, rectify=False, keep_mask=False)
     return out, cache
 
 
@@ -132,23 +132,23 @@ def conv2d_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stri
         ``(out, cache, positive)``: the rectified output, the convolution's cache (for
         ``conv2d_backward``) and the ReLU's mask (for ``relu_backward``; None without ``keep_mask``).
     """
-    return _convolve(x, w, b, stride, padding, dilation, groups, keep_mask)
+    return _convolve(x, w, b, stride, padding, dilation, groups, rectify=True, keep_mask=keep_mask)
 
 
 def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | tuple[int, int],
               padding: PaddingArg, dilation: int | tuple[int, int], groups: int,
-              relu: bool | None) -> tuple[np.ndarray, Conv2dCache, np.ndarray | None]:
-    """The forward pass; ``relu``: None for none, else rectify, and keep the mask if True."""
+              rectify: bool, keep_mask: bool) -> tuple[np.ndarray, Conv2dCache, np.ndarray | None]:
+    """The forward pass, with a ReLU on the output if ``rectify`` (and its mask returned if ``keep_mask``)."""
     _check_inputs(x, w, b, groups)
     kernel = (w.shape[2], w.shape[3])
     stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
     pad_arg = resolve_padding(padding, kernel, stride, dilation, (x.shape[2], x.shape[3]))
     axes = window_axes(x.shape, kernel, stride, dilation, pad_arg)
     out = np.empty((x.shape[0], axes[0].out, axes[1].out, w.shape[0]), x.dtype)   # (N, H_out, W_out, K)
-    positive = np.empty(out.shape, bool) if relu else None
+    positive = np.empty(out.shape, bool) if rectify and keep_mask else None
 
     def epilogue(images: slice) -> Epilogue | None:
-        if relu is None:
+        if not rectify:
             return None
         return _rectifier(None if positive is None else positive[images].reshape(-1, w.shape[0]))
 
@@ -345,7 +345,7 @@ def _backward_stride1(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tupl
     db = np.zeros(K, np.float64) if has_bias and positive is not None else None
     for n0, n1, block_list in blocks(N, H, _row_bytes(phase_axes, K, dout.itemsize)):
         d = dout[n0:n1]
-        if positive is not None:
+        if positive is not None:   # the whole block, not just what ``pad`` keeps: db needs every row
             d = through_relu(d, positive[n0:n1], scratch("dout_relu", d.shape, d.dtype))
             if db is not None:
                 db += d.reshape(-1, K).sum(axis=0, dtype=np.float64)
