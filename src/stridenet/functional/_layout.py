@@ -9,6 +9,7 @@ chain of layers never pays for converting between the two.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -50,11 +51,13 @@ def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     chunking keeps every request below ``_im2col.COLS_BUDGET`` or one image's activations.
     Two arrays in use at the same time must have different names.
     """
-    buffers: dict[str, np.ndarray] = getattr(_local, "buffers", None) or {}
-    _local.buffers = buffers
+    try:
+        buffers: dict[str, np.ndarray] = _local.buffers
+    except AttributeError:
+        buffers = _local.buffers = {}
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     buffer = buffers.get(name)
     if buffer is None or buffer.size < nbytes:
         buffer = buffers[name] = np.empty(max(nbytes, 64), np.uint8)
-    return buffer[:nbytes].view(dtype).reshape(shape)
+    return np.ndarray(shape, dtype, buffer)

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stridenet.errors import ShapeError
+from stridenet.functional import _shifted
 from stridenet.functional._im2col import blocks, col2im_cm, im2col_cm, im2col_nhwc, pad
 from stridenet.functional._layout import as_nchw, scratch, to_nhwc
 from stridenet.functional._parallel import image_slices, run_parallel, total
@@ -156,6 +157,10 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
         x = np.ascontiguousarray(x)
         layout = "cm"
         run_parallel(lambda s: _forward_cm(x[s], w, b, axes, out[s], epilogue(s)), _image_slices(x, out))
+    elif _shifted.applies(axes, groups, x.shape[1], w.shape[0], x.dtype):
+        x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; padded block by block
+        layout = "nhwc"
+        run_parallel(lambda s: _shifted.forward(x[s], w, b, axes, out[s], epilogue(s)), _image_slices(x, out))
     else:
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
         layout = "nhwc"
@@ -208,11 +213,14 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     dout = to_nhwc(dout)                                            # (N, H_out, W_out, K)
     mask = None if positive is None else to_nhwc(positive)
     dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
-    shared = need_dx and layout == "nhwc" and _shares_columns(x, axes, G)
+    shifted = layout == "nhwc" and _shifted.applies(axes, G, x.shape[3], K, x.dtype)
+    shared = need_dx and layout == "nhwc" and not shifted and _shares_columns(x, axes, G)
 
     def part(s: slice) -> tuple[np.ndarray, np.ndarray | None]:
         """Write dx of a range of images; return its float64 weight-gradient sums and bias sum (or None)."""
         d, m = dout[s], None if mask is None else mask[s]
+        if shifted:
+            return _shifted.backward(x[s], d, w, axes, has_bias, None if dx is None else dx[s], m)
         if shared:
             return _backward_stride1(x[s], d, w, axes, has_bias, dx[s], m)
         if m is not None and (layout == "nhwc" or dx is not None):   # the whole range through the ReLU first
@@ -226,7 +234,10 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
         return _weight_grads_nhwc(x[s], d, G, axes, has_bias)
 
     parts = run_parallel(part, _image_slices(x, dout))
-    dw, db = _weight_grads(total([p[0] for p in parts]), w, G, "shared" if shared else layout, has_bias)
+    if shifted:
+        dw, db = _shifted.weight_grads(total([p[0] for p in parts]), w), None
+    else:
+        dw, db = _weight_grads(total([p[0] for p in parts]), w, G, "shared" if shared else layout, has_bias)
     if parts[0][1] is not None:
         db = total([p[1] for p in parts])
     if dx is not None and layout == "nhwc":
