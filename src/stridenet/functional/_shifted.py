@@ -29,6 +29,7 @@ NumPy's BLAS is reachable (``_blas``); ``conv.py`` keeps its im2col path for eve
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -58,23 +59,49 @@ def applies(axes: Axes, groups: int, channels: int, filters: int, dtype: np.dtyp
         <= MAX_BUDGETS_PER_IMAGE * COLS_BUDGET
 
 
-def forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: Axes, out: np.ndarray,
+class Taps(NamedTuple):
+    """The filters as one matrix per tap, and each tap's row shift on the grid the products run over."""
+
+    shifts: list[int]
+    matrices: np.ndarray      # (kH*kW, C, K) for the forward pass, (kH*kW, K, C) for the input gradient
+
+
+def taps(w: np.ndarray, axes: Axes, flip: bool = False) -> Taps:
+    """``w`` (K, C, kH, kW) as the forward pass's taps (over the padded input's grid) or, with ``flip``,
+    the input gradient's (filters reversed, channels swapped, over the padded output gradient's grid)."""
+    kH, kW = w.shape[2:]
+    if flip:   # (K, C, kH, kW) -> (kH, kW, K, C), taps reversed
+        matrices = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))
+        width = axes[1].size + axes[1].dilation * (kW - 1)
+    else:      # (K, C, kH, kW) -> (kH, kW, C, K)
+        matrices = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+        width = _grid(axes)[1]
+    Dh, Dw = axes[0].dilation, axes[1].dilation
+    shifts = [Dh * i * width + Dw * j for i in range(kH) for j in range(kW)]
+    return Taps(shifts, matrices.reshape(kH * kW, *matrices.shape[2:]))
+
+
+def blocks(N: int, axes: Axes, channels: int, filters: int, itemsize: int, backward: bool) -> list[slice]:
+    """The blocks of images ``forward`` (or ``backward``) works on, one after the other: as tasks for
+    ``run_parallel``, they let a thread that finishes early take the next block."""
+    per_block = _images_per_block(axes, (channels + filters) * (2 if backward else 1), itemsize)
+    return [slice(n0, min(n0 + per_block, N)) for n0 in range(0, N, per_block)]
+
+
+def forward(x: np.ndarray, taps: Taps, b: np.ndarray | None, axes: Axes, out: np.ndarray,
             epilogue: Callable[[np.ndarray, slice], None] | None = None) -> None:
-    """x (N, H, W, C) (any strides) convolved with w (K, C, kH, kW) -> out (N, H_out, W_out, K) (contiguous).
+    """x (N, H, W, C) (any strides) convolved with the forward ``taps`` -> out (N, H_out, W_out, K) (contiguous).
 
     ``epilogue`` (e.g. a ReLU) runs on each block of output rows as soon as it is complete, with the
     rows of ``out.reshape(-1, K)`` it covers.
     """
-    N, C = x.shape[0], x.shape[3]
-    K = w.shape[0]
+    K = taps.matrices.shape[2]
     h, v = axes
     Hp, Wp = _grid(axes)
-    taps = _taps(w, axes, Wp, flip=False)                            # shifts, (kH*kW, C, K)
     out_rows = out.reshape(-1, K)
     pixels = h.out * v.out
-    per_block = _images_per_block(axes, C + K, x.itemsize)
-    for n0 in range(0, N, per_block):
-        n1 = min(n0 + per_block, N)
+    for block in blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False):
+        n0, n1 = block.start, block.stop
         B = n1 - n0
         grid = _bordered("x_padded", x[n0:n1], (Hp, Wp), (h.pad_lo, v.pad_lo))   # (B*Hp*Wp, C)
         products = scratch("shifted_out", (B * Hp * Wp, K), x.dtype)
@@ -91,27 +118,27 @@ def forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: Axes, out:
             epilogue(out_rows[rows], rows)
 
 
-def backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: Axes, has_bias: bool,
+def backward(x: np.ndarray, dout: np.ndarray, dx_taps: Taps, axes: Axes, has_bias: bool,
              dx: np.ndarray | None, positive: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Write ``dx`` (N, H, W, C) unless it is None; return the float64 sums (kH*kW, C, K) for ``dw`` and ``db``.
 
-    ``x`` (N, H, W, C) is the forward input (any strides), ``dout`` (N, H_out, W_out, K) contiguous; with
-    a ReLU mask ``positive`` (as ``dout``), each block of ``dout`` is taken through the ReLU first.
+    ``x`` (N, H, W, C) is the forward input (any strides), ``dout`` (N, H_out, W_out, K) contiguous,
+    ``dx_taps`` the input gradient's taps (``taps(w, axes, flip=True)``); with a ReLU mask ``positive``
+    (as ``dout``), each block of ``dout`` is taken through the ReLU first.
     """
     N, H, W, C = x.shape
-    K, _, kH, kW = w.shape
+    K = dout.shape[3]
     h, v = axes
+    kH, kW = h.kernel, v.kernel
     Hp, Wp = _grid(axes)
     top, left = h.dilation * (kH - 1) - h.pad_lo, v.dilation * (kW - 1) - v.pad_lo
     Hq, Wq = H + h.dilation * (kH - 1), W + v.dilation * (kW - 1)  # the padded output gradient's grid
     same = (Hq, Wq) == (Hp, Wp)
-    x_taps = _taps(w, axes, Wp, flip=False)
-    dx_taps = _taps(w, axes, Wq, flip=True)
+    shifts = [h.dilation * i * Wp + v.dilation * j for i in range(kH) for j in range(kW)]
     grads = np.zeros((kH * kW, C, K), np.float64)
     db = np.zeros(K, np.float64) if has_bias else None
-    per_block = _images_per_block(axes, 2 * C + 2 * K, x.itemsize)
-    for n0 in range(0, N, per_block):
-        n1 = min(n0 + per_block, N)
+    for block in blocks(N, axes, C, K, x.itemsize, backward=True):
+        n0, n1 = block.start, block.stop
         B = n1 - n0
         d = dout[n0:n1]
         count = (B - 1) * Hp * Wp + (h.out - 1) * Wp + v.out          # input-grid rows that reach an output
@@ -131,7 +158,7 @@ def backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: Axes, has_bia
             db += on_grid[:count].sum(axis=0, dtype=np.float64)
         grid = _bordered("x_padded", x[n0:n1], (Hp, Wp), (h.pad_lo, v.pad_lo))
         sums = scratch("shifted_dw", (kH * kW, C, K), x.dtype)
-        _weight_sums(grid, x_taps[0], on_grid, count, sums)
+        _weight_sums(grid, shifts, on_grid, count, sums)
         grads += sums
     return grads, db
 
@@ -142,7 +169,7 @@ def weight_grads(sums: np.ndarray, w: np.ndarray) -> np.ndarray:
     return sums.reshape(kH, kW, C, K).transpose(3, 2, 0, 1)
 
 
-def _sum_of_shifted(grid: np.ndarray, taps: tuple[list[int], np.ndarray], out: np.ndarray, count: int) -> None:
+def _sum_of_shifted(grid: np.ndarray, taps: Taps, out: np.ndarray, count: int) -> None:
     """``out[:count] = sum over taps of grid[shift:shift + count] @ matrix``, added up by BLAS.
 
     grid (rows, C) and out (rows, K) contiguous, the matrices (taps, C, K).
@@ -167,19 +194,6 @@ def _weight_sums(grid: np.ndarray, shifts: list[int], on_grid: np.ndarray, count
     for t, shift in enumerate(shifts):
         _blas.gemm_at(grid.dtype, C, K, count, g + shift * C * size, C, d, ld, s + t * C * K * size, K,
                       transpose_a=True)
-
-
-def _taps(w: np.ndarray, axes: Axes, width: int, flip: bool) -> tuple[list[int], np.ndarray]:
-    """Each tap's row shift on a grid ``width`` pixels wide, and the taps' matrices: (kH*kW, C, K), or
-    (kH*kW, K, C) with the taps reversed for the input gradient."""
-    kH, kW = w.shape[2:]
-    Dh, Dw = axes[0].dilation, axes[1].dilation
-    if flip:   # (K, C, kH, kW) -> (kH, kW, K, C), taps reversed
-        matrices = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))
-    else:      # (K, C, kH, kW) -> (kH, kW, C, K)
-        matrices = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
-    shifts = [Dh * i * width + Dw * j for i in range(kH) for j in range(kW)]
-    return shifts, matrices.reshape(kH * kW, *matrices.shape[2:])
 
 
 def _bordered(name: str, values: np.ndarray, grid: tuple[int, int], corner: tuple[int, int],

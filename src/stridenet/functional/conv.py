@@ -160,7 +160,9 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
     elif _shifted.applies(axes, groups, x.shape[1], w.shape[0], x.dtype):
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; padded block by block
         layout = "nhwc"
-        run_parallel(lambda s: _shifted.forward(x[s], w, b, axes, out[s], epilogue(s)), _image_slices(x, out))
+        taps = _shifted.taps(w, axes)
+        slices = _shifted_slices(x, out, axes, backward=False)
+        run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], epilogue(s)), slices)
     else:
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
         layout = "nhwc"
@@ -214,13 +216,14 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     mask = None if positive is None else to_nhwc(positive)
     dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
     shifted = layout == "nhwc" and _shifted.applies(axes, G, x.shape[3], K, x.dtype)
+    dx_taps = _shifted.taps(w, axes, flip=True) if shifted and need_dx else None
     shared = need_dx and layout == "nhwc" and not shifted and _shares_columns(x, axes, G)
 
     def part(s: slice) -> tuple[np.ndarray, np.ndarray | None]:
         """Write dx of a range of images; return its float64 weight-gradient sums and bias sum (or None)."""
         d, m = dout[s], None if mask is None else mask[s]
         if shifted:
-            return _shifted.backward(x[s], d, w, axes, has_bias, None if dx is None else dx[s], m)
+            return _shifted.backward(x[s], d, dx_taps, axes, has_bias, None if dx is None else dx[s], m)
         if shared:
             return _backward_stride1(x[s], d, w, axes, has_bias, dx[s], m)
         if m is not None and (layout == "nhwc" or dx is not None):   # the whole range through the ReLU first
@@ -233,7 +236,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
             _input_grad_nhwc(d, w, axes, G, dx[s])
         return _weight_grads_nhwc(x[s], d, G, axes, has_bias)
 
-    parts = run_parallel(part, _image_slices(x, dout))
+    parts = run_parallel(part, _shifted_slices(x, dout, axes, backward=True) if shifted else _image_slices(x, dout))
     if shifted:
         dw, db = _shifted.weight_grads(total([p[0] for p in parts]), w), None
     else:
@@ -263,6 +266,15 @@ def _weight_grads(sums: np.ndarray, w: np.ndarray, G: int, form: str,
 def _image_slices(x: np.ndarray, y: np.ndarray) -> list[slice]:
     """The image ranges a convolution runs in parallel (see ``_parallel``): input and output sizes count."""
     return image_slices(x.shape[0], x.size + y.size)
+
+
+def _shifted_slices(x: np.ndarray, y: np.ndarray, axes: tuple[WindowAxis, WindowAxis], backward: bool) -> list[slice]:
+    """The shifted-product path's tasks: one per block of images (``_shifted.blocks``), taken by whichever
+    thread is free, when the work is worth splitting at all; the same blocks for any number of threads."""
+    N = x.shape[0]
+    if len(_image_slices(x, y)) == 1:
+        return [slice(0, N)]
+    return _shifted.blocks(N, axes, x.shape[3], y.shape[3], x.itemsize, backward)
 
 
 def _weight_rows(w: np.ndarray, groups: int) -> np.ndarray:
