@@ -281,9 +281,10 @@ def _per_block(count: int, per_block: int) -> list[int]:
 
 
 def _grid_bytes(case: Case, dtype: type) -> int:
-    """Bytes of one image's zero-padded grid with C + K values a pixel."""
+    """Bytes of one image's share of the zero-padded grid with C + K values a pixel: each row and each
+    image followed by the larger of its two paddings (the padding after one is the padding before the next)."""
     (top, bottom), (left, right) = explicit_padding(case)
-    return (case.H + top + bottom) * (case.W + left + right) * (case.C + case.K) * np.dtype(dtype).itemsize
+    return (case.H + max(top, bottom)) * (case.W + max(left, right)) * (case.C + case.K) * np.dtype(dtype).itemsize
 
 
 BLOCK_CASE = Case(5, 9, 6, 5, 4, (3, 3), ((0, 2), (1, 1)))   # not 'same': backward builds a second grid

@@ -1,26 +1,28 @@
-"""Stride-1 convolution as a sum of shifted matrix products over the padded image, with no im2col.
+"""Stride-1 convolution as a sum of shifted matrix products over the padded images, with no im2col.
 
-Number the pixels of a block of zero-padded channels-last images (B, Hp, Wp, C) row by row:
-``r = (b*Hp + y)*Wp + x``. Output pixel (h, w) of a stride-1 convolution reads input pixel
-(h + D*i, w + D*j) under tap (i, j), which is pixel ``r + D*(i*Wp + j)`` of the grid when (h, w) is
-pixel r: the same shift for every output pixel. So, with the block as a matrix of rows (B*Hp*Wp, C),
+Lay a block of channels-last images out as one long grid of pixels, row after row, each row followed
+by ``gw`` zero pixels and each image by ``gh`` zero rows (``gh``, ``gw`` the larger padding on each
+axis: the zeros after one row or image are the padding before the next). Number the grid's pixels
+in that order: output pixel (h, w) of image b is ``o = (b*(H + gh) + h)*(W + gw) + w``, and the input
+pixel it reads under tap (i, j) is ``o + shift_ij``, the same shift for every output pixel. So, with
+the grid as a matrix of rows (pixels, C),
 
-    out[r] = sum over taps (i, j) of  rows[r + shift_ij] @ W_ij          W_ij = w[:, :, i, j].T  (C, K)
+    out[o] = sum over taps (i, j) of  grid[o + shift_ij] @ W_ij          W_ij = w[:, :, i, j].T  (C, K)
 
 is kH*kW products of *contiguous row ranges* of one array, added up inside the BLAS kernel
 (``_blas.gemm`` with ``accumulate``): nothing is copied into columns, and the block stays in cache
-from one tap to the next. The products also fill the grid positions past the output's edge
-(w >= W_out, h >= H_out of each image); those values are dropped. That costs Hp*Wp / (H_out*W_out)
-times the useful work: 1.15x for 28x28 images with padding 1, 1.31x for 14x14, 1.56x for 8x8.
+from one tap to the next. The products also fill the grid's padding positions (w >= W_out,
+h >= H_out); those values are dropped. For 3x3 kernels with padding 1 that is (H+1)(W+1)/(H*W) of
+the useful work: 1.07x for 28x28 images, 1.15x for 14x14, 1.27x for 8x8.
 
 The backward pass is the same trick twice:
 
 * ``dx`` is the stride-1 convolution of the output gradient, zero-padded by D(k-1) - P, with the
   filters flipped and their channels swapped (``W_ij`` becomes ``w[:, :, kH-1-i, kW-1-j]``, (K, C)).
-* ``dw`` for tap (i, j) is ``sum_r rows[r + shift_ij]^T @ dout_grid[r]``, where ``dout_grid`` holds the
-  output gradient at its pixels of the input grid and zeros elsewhere: again shifted row ranges. With
-  'same' padding (P_lo + P_hi = D(k-1)) the padded gradient of the ``dx`` step already is that grid,
-  shifted by a whole number of rows, so one copy of ``dout`` serves both products.
+* ``dw`` for tap (i, j) is ``sum_o grid[o + shift_ij]^T @ dout_grid[o]``, where ``dout_grid`` holds the
+  output gradient at its pixels ``o`` and zeros elsewhere: again shifted row ranges. With 'same'
+  padding the padded gradient of the ``dx`` step already is that grid, a whole number of rows on, so
+  one copy of ``dout`` serves both products.
 
 Used for channels-last inputs, one group, stride 1 and padding at most D(k-1) on each side, when
 NumPy's BLAS is reachable (``_blas``); ``conv.py`` keeps its im2col path for everything else.
@@ -59,26 +61,13 @@ def applies(axes: Axes, groups: int, channels: int, filters: int, dtype: np.dtyp
         <= MAX_BUDGETS_PER_IMAGE * COLS_BUDGET
 
 
-class Taps(NamedTuple):
-    """The filters as one matrix per tap, and each tap's row shift on the grid the products run over."""
-
-    shifts: list[int]
-    matrices: np.ndarray      # (kH*kW, C, K) for the forward pass, (kH*kW, K, C) for the input gradient
-
-
-def taps(w: np.ndarray, axes: Axes, flip: bool = False) -> Taps:
-    """``w`` (K, C, kH, kW) as the forward pass's taps (over the padded input's grid) or, with ``flip``,
-    the input gradient's (filters reversed, channels swapped, over the padded output gradient's grid)."""
-    kH, kW = w.shape[2:]
+def taps(w: np.ndarray, flip: bool = False) -> np.ndarray:
+    """``w`` (K, C, kH, kW) as one matrix per tap: (kH*kW, C, K) for the forward pass or, with ``flip``,
+    (kH*kW, K, C) for the input gradient (taps reversed, channels swapped)."""
+    K, C, kH, kW = w.shape
     if flip:   # (K, C, kH, kW) -> (kH, kW, K, C), taps reversed
-        matrices = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))
-        width = axes[1].size + axes[1].dilation * (kW - 1)
-    else:      # (K, C, kH, kW) -> (kH, kW, C, K)
-        matrices = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
-        width = _grid(axes)[1]
-    Dh, Dw = axes[0].dilation, axes[1].dilation
-    shifts = [Dh * i * width + Dw * j for i in range(kH) for j in range(kW)]
-    return Taps(shifts, matrices.reshape(kH * kW, *matrices.shape[2:]))
+        return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(kH * kW, K, C)
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kH * kW, C, K)
 
 
 def blocks(N: int, axes: Axes, channels: int, filters: int, itemsize: int, backward: bool) -> list[slice]:
@@ -88,27 +77,23 @@ def blocks(N: int, axes: Axes, channels: int, filters: int, itemsize: int, backw
     return [slice(n0, min(n0 + per_block, N)) for n0 in range(0, N, per_block)]
 
 
-def forward(x: np.ndarray, taps: Taps, b: np.ndarray | None, axes: Axes, out: np.ndarray,
+def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axes, out: np.ndarray,
             epilogue: Callable[[np.ndarray, slice], None] | None = None) -> None:
     """x (N, H, W, C) (any strides) convolved with the forward ``taps`` -> out (N, H_out, W_out, K) (contiguous).
 
     ``epilogue`` (e.g. a ReLU) runs on each block of output rows as soon as it is complete, with the
     rows of ``out.reshape(-1, K)`` it covers.
     """
-    K = taps.matrices.shape[2]
+    K = matrices.shape[2]
     h, v = axes
-    Hp, Wp = _grid(axes)
+    layout = _Layout.of(axes)
     out_rows = out.reshape(-1, K)
     pixels = h.out * v.out
     for block in blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False):
         n0, n1 = block.start, block.stop
-        B = n1 - n0
-        grid = _bordered("x_padded", x[n0:n1], (Hp, Wp), (h.pad_lo, v.pad_lo))   # (B*Hp*Wp, C)
-        products = scratch("shifted_out", (B * Hp * Wp, K), x.dtype)
-        count = (B - 1) * Hp * Wp + (h.out - 1) * Wp + v.out         # up to the block's last output pixel
-        _sum_of_shifted(grid, taps, products, count)
+        grid = _bordered("x_padded", x[n0:n1], layout)
+        valid = _sum_of_shifted(grid, layout, axes, matrices, n1 - n0, "shifted_out")
         dst = out[n0:n1]
-        valid = products.reshape(B, Hp, Wp, K)[:, :h.out, :v.out]
         if b is None:
             np.copyto(dst, valid)
         else:
@@ -118,47 +103,43 @@ def forward(x: np.ndarray, taps: Taps, b: np.ndarray | None, axes: Axes, out: np
             epilogue(out_rows[rows], rows)
 
 
-def backward(x: np.ndarray, dout: np.ndarray, dx_taps: Taps, axes: Axes, has_bias: bool,
+def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, axes: Axes, has_bias: bool,
              dx: np.ndarray | None, positive: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Write ``dx`` (N, H, W, C) unless it is None; return the float64 sums (kH*kW, C, K) for ``dw`` and ``db``.
 
     ``x`` (N, H, W, C) is the forward input (any strides), ``dout`` (N, H_out, W_out, K) contiguous,
-    ``dx_taps`` the input gradient's taps (``taps(w, axes, flip=True)``); with a ReLU mask ``positive``
-    (as ``dout``), each block of ``dout`` is taken through the ReLU first.
+    ``dx_matrices`` the input gradient's taps (``taps(w, flip=True)``; None without ``dx``); with a
+    ReLU mask ``positive`` (as ``dout``), each block of ``dout`` is taken through the ReLU first.
     """
     N, H, W, C = x.shape
     K = dout.shape[3]
     h, v = axes
-    kH, kW = h.kernel, v.kernel
-    Hp, Wp = _grid(axes)
-    top, left = h.dilation * (kH - 1) - h.pad_lo, v.dilation * (kW - 1) - v.pad_lo
-    Hq, Wq = H + h.dilation * (kH - 1), W + v.dilation * (kW - 1)  # the padded output gradient's grid
-    same = (Hq, Wq) == (Hp, Wp)
-    shifts = [h.dilation * i * Wp + v.dilation * j for i in range(kH) for j in range(kW)]
-    grads = np.zeros((kH * kW, C, K), np.float64)
+    layout = _Layout.of(axes)
+    gradient_axes = _gradient_axes(axes)
+    gradient_layout = _Layout.of(gradient_axes)
+    # With 'same' padding the padded output gradient lies on the input's grid, ``lead`` rows later.
+    same = (gradient_layout.gap_h, gradient_layout.gap_w) == (layout.gap_h, layout.gap_w) and (h.out, v.out) == (H, W)
+    grads = np.zeros((h.kernel * v.kernel, C, K), np.float64)
     db = np.zeros(K, np.float64) if has_bias else None
     for block in blocks(N, axes, C, K, x.itemsize, backward=True):
         n0, n1 = block.start, block.stop
         B = n1 - n0
-        d = dout[n0:n1]
-        count = (B - 1) * Hp * Wp + (h.out - 1) * Wp + v.out          # input-grid rows that reach an output
+        mask = None if positive is None else positive[n0:n1]
+        count = layout.count(B, h.out, v.out)                         # grid pixels up to the last output
         if dx is not None:
-            dq = _bordered("dout_padded", d, (Hq, Wq), (top, left), None if positive is None else positive[n0:n1])
-            products = scratch("shifted_dx", (B * Hq * Wq, C), x.dtype)
-            _sum_of_shifted(dq, dx_taps, products, (B - 1) * Hq * Wq + (H - 1) * Wq + W)
-            np.copyto(dx[n0:n1], products.reshape(B, Hq, Wq, C)[:, :H, :W])
+            padded = _bordered("dout_padded", dout[n0:n1], gradient_layout, mask)
+            np.copyto(dx[n0:n1], _sum_of_shifted(padded, gradient_layout, gradient_axes, dx_matrices, B, "shifted_dx"))
             if same:
-                on_grid = dq[top * Wq + left:]                      # dout at its input-grid pixels
+                on_grid = padded[gradient_layout.lead * gradient_layout.width:]
             else:
-                on_grid = _bordered("dout_grid", dq.reshape(B, Hq, Wq, K)[:, top:top + h.out, left:left + v.out],
-                                    (Hp, Wp), (0, 0))
+                on_grid = _bordered("dout_grid", gradient_layout.images(padded, B, h.out, v.out), layout.at_start())
         else:
-            on_grid = _bordered("dout_grid", d, (Hp, Wp), (0, 0), None if positive is None else positive[n0:n1])
+            on_grid = _bordered("dout_grid", dout[n0:n1], layout.at_start(), mask)
         if db is not None:   # the grid holds the (rectified) gradient and zeros
             db += on_grid[:count].sum(axis=0, dtype=np.float64)
-        grid = _bordered("x_padded", x[n0:n1], (Hp, Wp), (h.pad_lo, v.pad_lo))
-        sums = scratch("shifted_dw", (kH * kW, C, K), x.dtype)
-        _weight_sums(grid, shifts, on_grid, count, sums)
+        grid = _bordered("x_padded", x[n0:n1], layout)
+        sums = scratch("shifted_dw", grads.shape, x.dtype)
+        _weight_sums(grid, layout.shifts(axes), on_grid, count, sums)
         grads += sums
     return grads, db
 
@@ -169,23 +150,83 @@ def weight_grads(sums: np.ndarray, w: np.ndarray) -> np.ndarray:
     return sums.reshape(kH, kW, C, K).transpose(3, 2, 0, 1)
 
 
-def _sum_of_shifted(grid: np.ndarray, taps: Taps, out: np.ndarray, count: int) -> None:
-    """``out[:count] = sum over taps of grid[shift:shift + count] @ matrix``, added up by BLAS.
+class _Layout(NamedTuple):
+    """A block of images (size, size) on one grid: rows ``width`` pixels long (the image's row, then
+    zeros), images ``rows_per_image`` rows apart, the first one ``lead`` rows in."""
 
-    grid (rows, C) and out (rows, K) contiguous, the matrices (taps, C, K).
+    height: int
+    width_of_image: int
+    gap_h: int
+    gap_w: int
+    lead: int
+
+    @classmethod
+    def of(cls, axes: Axes) -> _Layout:
+        """The layout of a convolution's input: the gaps are the larger padding of each axis, and the
+        lead is one row more than the top padding, so that every shift is positive."""
+        h, v = axes
+        gap_h, gap_w = max(h.pad_lo, h.pad_hi), max(v.pad_lo, v.pad_hi)
+        return cls(h.size, v.size, gap_h, gap_w, gap_h + 1)
+
+    def at_start(self) -> _Layout:
+        """The same grid, the first image at its very start (the output pixels' own numbering)."""
+        return self._replace(lead=0)
+
+    @property
+    def width(self) -> int:
+        return self.width_of_image + self.gap_w
+
+    @property
+    def rows_per_image(self) -> int:
+        return self.height + self.gap_h
+
+    def pixels(self, images: int) -> int:
+        return (self.lead + images * self.rows_per_image) * self.width
+
+    def count(self, images: int, out_h: int, out_w: int) -> int:
+        """Output pixels to compute, up to the last image's last valid one."""
+        return ((images - 1) * self.rows_per_image + out_h - 1) * self.width + out_w
+
+    def shifts(self, axes: Axes) -> list[int]:
+        """Each tap's distance in pixels from an output pixel to the input pixel it reads."""
+        h, v = axes
+        return [(self.lead - h.pad_lo + i * h.dilation) * self.width - v.pad_lo + j * v.dilation
+                for i in range(h.kernel) for j in range(v.kernel)]
+
+    def images(self, grid: np.ndarray, images: int, out_h: int, out_w: int) -> np.ndarray:
+        """The (images, out_h, out_w, channels) view of output pixels numbered from this grid's lead."""
+        rows = grid[self.lead * self.width:].reshape(-1)[:images * self.rows_per_image * self.width * grid.shape[1]]
+        return rows.reshape(images, self.rows_per_image, self.width, grid.shape[1])[:, :out_h, :out_w]
+
+
+def _gradient_axes(axes: Axes) -> Axes:
+    """The input gradient's convolution: over the output gradient, padded by D(k-1) - P, stride 1."""
+    return tuple(a._replace(size=a.out, pad_lo=a.dilation * (a.kernel - 1) - a.pad_lo,  # type: ignore[return-value]
+                            pad_hi=a.dilation * (a.kernel - 1) - a.pad_hi, out=a.size) for a in axes)
+
+
+def _sum_of_shifted(grid: np.ndarray, layout: _Layout, axes: Axes, matrices: np.ndarray, images: int,
+                    name: str) -> np.ndarray:
+    """``products[o] = sum over taps of grid[o + shift] @ matrix`` for the block's output pixels,
+    added up by BLAS; returns the valid outputs as an (images, H_out, W_out, K) view of scratch ``name``.
+
+    grid (pixels, C) contiguous, the matrices (taps, C, K).
     """
-    shifts, matrices = taps
     _, C, K = matrices.shape
+    h, v = axes
+    count = layout.count(images, h.out, v.out)
+    products = scratch(name, (layout.at_start().pixels(images), K), grid.dtype)
     size = grid.itemsize
-    g, m, o = _blas.address(grid), _blas.address(matrices), _blas.address(out)
-    for t, shift in enumerate(shifts):
+    g, m, o = _blas.address(grid), _blas.address(matrices), _blas.address(products)
+    for t, shift in enumerate(layout.shifts(axes)):
         _blas.gemm_at(grid.dtype, count, K, C, g + shift * C * size, C, m + t * C * K * size, K, o, K, t > 0)
+    return layout.at_start().images(products, images, h.out, v.out)
 
 
 def _weight_sums(grid: np.ndarray, shifts: list[int], on_grid: np.ndarray, count: int, sums: np.ndarray) -> None:
     """``sums[t] = grid[shift_t:shift_t + count]^T @ on_grid[:count]`` for every tap: (taps, C, K).
 
-    grid (rows, C) and on_grid (rows, K) row-contiguous, sums contiguous.
+    grid (pixels, C) and on_grid (pixels, K) row-contiguous, sums contiguous.
     """
     _, C, K = sums.shape
     size = grid.itemsize
@@ -196,36 +237,30 @@ def _weight_sums(grid: np.ndarray, shifts: list[int], on_grid: np.ndarray, count
                       transpose_a=True)
 
 
-def _bordered(name: str, values: np.ndarray, grid: tuple[int, int], corner: tuple[int, int],
-              positive: np.ndarray | None = None) -> np.ndarray:
-    """``values`` (B, h, w, C) placed at ``corner`` of a zeroed (B, *grid, C) scratch array: its rows (B*Hg*Wg, C).
+def _bordered(name: str, values: np.ndarray, layout: _Layout, positive: np.ndarray | None = None) -> np.ndarray:
+    """``values`` (B, h, w, C) laid out on a zeroed grid (scratch ``name``): its rows (pixels, C).
 
     With a ReLU mask ``positive`` the values are taken through the ReLU on the way.
     """
     B, h, w, C = values.shape
-    Hg, Wg = grid
-    top, left = corner
-    out = scratch(name, (B, Hg, Wg, C), values.dtype)
-    for index in ((slice(None), slice(0, top)), (slice(None), slice(top + h, Hg)),
-                  (slice(None), slice(top, top + h), slice(0, left)),
-                  (slice(None), slice(top, top + h), slice(left + w, Wg))):
-        out[index] = 0
-    inside = out[:, top:top + h, left:left + w]
+    grid = scratch(name, (layout.pixels(B), C), values.dtype)
+    lead = layout.lead * layout.width
+    grid[:lead] = 0
+    body = grid[lead:].reshape(B, layout.rows_per_image, layout.width, C)
+    body[:, h:] = 0                                                   # the rows between images
+    body[:, :h, w:] = 0                                               # the zeros after each row
+    inside = body[:, :h, :w]
     if positive is None:
         np.copyto(inside, values)
     else:
         through_relu(values, positive, inside)
-    return out.reshape(-1, C)
-
-
-def _grid(axes: Axes) -> tuple[int, int]:
-    """The padded input's height and width."""
-    return tuple(a.size + a.pad_lo + a.pad_hi for a in axes)  # type: ignore[return-value]
+    return grid
 
 
 def _grid_pixels(axes: Axes) -> int:
-    Hp, Wp = _grid(axes)
-    return Hp * Wp
+    """Grid pixels per image."""
+    layout = _Layout.of(axes)
+    return layout.rows_per_image * layout.width
 
 
 def _images_per_block(axes: Axes, channels: int, itemsize: int) -> int:

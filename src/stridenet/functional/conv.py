@@ -160,7 +160,7 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
     elif _shifted.applies(axes, groups, x.shape[1], w.shape[0], x.dtype):
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; padded block by block
         layout = "nhwc"
-        taps = _shifted.taps(w, axes)
+        taps = _shifted.taps(w)
         slices = _shifted_slices(x, out, axes, backward=False)
         run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], epilogue(s)), slices)
     else:
@@ -216,7 +216,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     mask = None if positive is None else to_nhwc(positive)
     dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
     shifted = layout == "nhwc" and _shifted.applies(axes, G, x.shape[3], K, x.dtype)
-    dx_taps = _shifted.taps(w, axes, flip=True) if shifted and need_dx else None
+    dx_taps = _shifted.taps(w, flip=True) if shifted and need_dx else None
     shared = need_dx and layout == "nhwc" and not shifted and _shares_columns(x, axes, G)
 
     def part(s: slice) -> tuple[np.ndarray, np.ndarray | None]:
