@@ -21,10 +21,9 @@ import numpy as np
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
-# Symbol name patterns: plain CBLAS (OpenBLAS, MKL: 32-bit ints), and the 64-bit-int builds NumPy's
-# wheels ship (scipy-openblas: prefix "scipy_", suffix "64_").
-_NAMES = (("cblas_{}gemm", ctypes.c_int), ("scipy_cblas_{}gemm64_", ctypes.c_int64),
-          ("cblas_{}gemm64_", ctypes.c_int64), ("scipy_cblas_{}gemm", ctypes.c_int))
+# Symbol names: the 64-bit-integer builds NumPy's wheels ship (scipy-openblas: prefix "scipy_", suffix
+# "64_"), and plain CBLAS (OpenBLAS, MKL), whose integers are 32-bit unless an OpenBLAS says otherwise.
+_NAMES = ("scipy_cblas_{}gemm64_", "cblas_{}gemm64_", "cblas_{}gemm", "scipy_cblas_{}gemm")
 
 _routines: dict[np.dtype, Any] | None = None
 
@@ -78,7 +77,8 @@ def _load() -> dict[np.dtype, Any]:
             library = ctypes.CDLL(controller.filepath)
         except OSError:
             continue
-        for pattern, index in _NAMES:
+        for pattern in _NAMES:
+            index = ctypes.c_int64 if pattern.endswith("64_") or _openblas_int64(library) else ctypes.c_int
             found = {}
             for letter, dtype, scalar in (("s", np.float32, ctypes.c_float), ("d", np.float64, ctypes.c_double)):
                 routine = getattr(library, pattern.format(letter), None)
@@ -91,3 +91,13 @@ def _load() -> dict[np.dtype, Any]:
             if len(found) == 2:
                 return found
     return {}
+
+
+def _openblas_int64(library: ctypes.CDLL) -> bool:
+    """True for an OpenBLAS built with 64-bit integers but unsuffixed names (its config says USE64BITINT)."""
+    for name in ("openblas_get_config", "scipy_openblas_get_config64_", "openblas_get_config64_"):
+        config = getattr(library, name, None)
+        if config is not None:
+            config.restype = ctypes.c_char_p
+            return b"USE64BITINT" in (config() or b"")
+    return False

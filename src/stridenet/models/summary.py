@@ -9,11 +9,12 @@ arithmetic the kernels use. Conventions:
   additions, BatchNorm, activations, pooling and residual additions count as 0.
 - activation memory: the layer's output for a batch of 1 in float32 (containers: 0, except a
   residual block's sum). The memory total at batch size B is the input, twice the activations
-  (kept for backward, and their gradients), parameters with their gradients, and the im2col
-  block buffers: convolutions build their columns a block at a time into a reused buffer of at most
-  ``COLS_BUDGET`` (2 MiB) per thread, and rebuild them in backward instead of keeping them, so the
-  buffers hold the largest layer's columns for the batch, capped at the budget times the threads
-  (``get_num_threads()``; the bias column left out).
+  (kept for backward, and their gradients), parameters with their gradients, and the block
+  buffers: convolutions work a block of images at a time in reused buffers of about ``COLS_BUDGET``
+  (2 MiB) per thread (im2col columns, or the padded grids and products of the stride-1 shifted path),
+  and rebuild them in backward instead of keeping them. The estimate is the largest layer's im2col
+  columns for the batch, capped at the budget times the threads (``get_num_threads()``; the bias
+  column left out).
 """
 
 from __future__ import annotations
