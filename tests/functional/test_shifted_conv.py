@@ -164,7 +164,7 @@ def assert_close(ours: np.ndarray | None, expected: np.ndarray | None, dtype: ty
 class Spy(NamedTuple):
     forward: list[int]    # images handed to each _shifted.forward call
     backward: list[int]   # ... and to each _shifted.backward call
-    blocks: list[int]     # images of each block's padded input grid ("x_padded"), forward and backward alike
+    blocks: list[int]     # images of each block's padded input grid ("grid_x"), forward and backward alike
 
     def images(self) -> tuple[int, int]:
         """Images the shifted forward and backward passes went through, over all their calls."""
@@ -190,7 +190,7 @@ def spy(monkeypatch) -> Spy:
     bordered = shifted._bordered
 
     def recorded_block(name: str, values: np.ndarray, *args, **kwargs) -> np.ndarray:
-        if name == "x_padded":
+        if name == "grid_x":
             calls.blocks.append(values.shape[0])
         return bordered(name, values, *args, **kwargs)
 
@@ -492,3 +492,18 @@ def test_eight_channels_or_fewer_take_the_channel_major_path(spy: Spy) -> None:
     case = Case(2, 8, 6, 6, 4, (3, 3), 1)
     assert applies(case, np.float64)
     _assert_fallback_matches_naive(case, np.float64, spy)
+
+
+@needs_blas
+def test_grids_reused_without_rezeroing_stay_correct(spy: Spy) -> None:
+    """A thread re-zeroes a scratch grid only when its layout changes (``_shifted._bordered``): the same
+    geometry with new values, another geometry in the same buffers, then the first again, all exact."""
+    first, second = CASES["3x3-pad1"], CASES["3x3-asymmetric"]          # same C, H, W; other padding
+    for case, seed in ((first, 1), (first, 2), (second, 3), (first, 4)):
+        x, w, b, dout = make_arrays(case, seed)
+        got = convolve(case, *cast((x, w, b, dout), np.float64, "channels_last"))
+        pad = explicit_padding(case)
+        expected = (naive.conv2d_forward(x, w, b, (1, 1), pad), *naive.conv2d_backward(dout, x, w, (1, 1), pad))
+        for ours, theirs, what in zip(got, expected, ("out", "dx", "dw", "db"), strict=True):
+            assert_close(ours, theirs, np.float64, f"{what}, seed {seed}")
+    assert spy.forward and spy.backward

@@ -30,6 +30,8 @@ NumPy's BLAS is reachable (``_blas``); ``conv.py`` keeps its im2col path for eve
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -42,6 +44,8 @@ from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import WindowAxis
 
 Axes = tuple[WindowAxis, WindowAxis]
+
+_local = threading.local()
 
 # An image whose working set exceeds this many budgets goes to the im2col path, which can cut an
 # image into bands of rows; here a block is at least one whole image.
@@ -91,7 +95,7 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
     pixels = h.out * v.out
     for block in blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False):
         n0, n1 = block.start, block.stop
-        grid = _bordered("x_padded", x[n0:n1], layout)
+        grid = _bordered("grid_x", x[n0:n1], layout)
         valid = _sum_of_shifted(grid, layout, axes, matrices, n1 - n0, "shifted_out")
         dst = out[n0:n1]
         if b is None:
@@ -127,17 +131,18 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, ax
         mask = None if positive is None else positive[n0:n1]
         count = layout.count(B, h.out, v.out)                         # grid pixels up to the last output
         if dx is not None:
-            padded = _bordered("dout_padded", dout[n0:n1], gradient_layout, mask)
+            padded = _bordered("grid_dout", dout[n0:n1], gradient_layout, mask)
             np.copyto(dx[n0:n1], _sum_of_shifted(padded, gradient_layout, gradient_axes, dx_matrices, B, "shifted_dx"))
             if same:
                 on_grid = padded[gradient_layout.lead * gradient_layout.width:]
             else:
-                on_grid = _bordered("dout_grid", gradient_layout.images(padded, B, h.out, v.out), layout.at_start())
+                rectified = gradient_layout.images(padded, B, h.out, v.out)
+                on_grid = _bordered("grid_dout_on_x", rectified, layout.at_start())
         else:
-            on_grid = _bordered("dout_grid", dout[n0:n1], layout.at_start(), mask)
+            on_grid = _bordered("grid_dout_on_x", dout[n0:n1], layout.at_start(), mask)
         if db is not None:   # the grid holds the (rectified) gradient and zeros
             db += on_grid[:count].sum(axis=0, dtype=np.float64)
-        grid = _bordered("x_padded", x[n0:n1], layout)
+        grid = _bordered("grid_x", x[n0:n1], layout)
         sums = scratch("shifted_dw", grads.shape, x.dtype)
         _weight_sums(grid, layout.shifts(axes), on_grid, count, sums)
         grads += sums
@@ -161,6 +166,7 @@ class _Layout(NamedTuple):
     lead: int
 
     @classmethod
+    @functools.cache
     def of(cls, axes: Axes) -> _Layout:
         """The layout of a convolution's input: the gaps are the larger padding of each axis, and the
         lead is one row more than the top padding, so that every shift is positive."""
@@ -187,11 +193,12 @@ class _Layout(NamedTuple):
         """Output pixels to compute, up to the last image's last valid one."""
         return ((images - 1) * self.rows_per_image + out_h - 1) * self.width + out_w
 
-    def shifts(self, axes: Axes) -> list[int]:
+    @functools.cache   # noqa: B019  (a few small layouts, kept for the process's life)
+    def shifts(self, axes: Axes) -> tuple[int, ...]:
         """Each tap's distance in pixels from an output pixel to the input pixel it reads."""
         h, v = axes
-        return [(self.lead - h.pad_lo + i * h.dilation) * self.width - v.pad_lo + j * v.dilation
-                for i in range(h.kernel) for j in range(v.kernel)]
+        return tuple((self.lead - h.pad_lo + i * h.dilation) * self.width - v.pad_lo + j * v.dilation
+                     for i in range(h.kernel) for j in range(v.kernel))
 
     def images(self, grid: np.ndarray, images: int, out_h: int, out_w: int) -> np.ndarray:
         """The (images, out_h, out_w, channels) view of output pixels numbered from this grid's lead."""
@@ -199,6 +206,7 @@ class _Layout(NamedTuple):
         return rows.reshape(images, self.rows_per_image, self.width, grid.shape[1])[:, :out_h, :out_w]
 
 
+@functools.cache
 def _gradient_axes(axes: Axes) -> Axes:
     """The input gradient's convolution: over the output gradient, padded by D(k-1) - P, stride 1."""
     return tuple(a._replace(size=a.out, pad_lo=a.dilation * (a.kernel - 1) - a.pad_lo,  # type: ignore[return-value]
@@ -223,7 +231,7 @@ def _sum_of_shifted(grid: np.ndarray, layout: _Layout, axes: Axes, matrices: np.
     return layout.at_start().images(products, images, h.out, v.out)
 
 
-def _weight_sums(grid: np.ndarray, shifts: list[int], on_grid: np.ndarray, count: int, sums: np.ndarray) -> None:
+def _weight_sums(grid: np.ndarray, shifts: tuple[int, ...], on_grid: np.ndarray, count: int, sums: np.ndarray) -> None:
     """``sums[t] = grid[shift_t:shift_t + count]^T @ on_grid[:count]`` for every tap: (taps, C, K).
 
     grid (pixels, C) and on_grid (pixels, K) row-contiguous, sums contiguous.
@@ -240,21 +248,36 @@ def _weight_sums(grid: np.ndarray, shifts: list[int], on_grid: np.ndarray, count
 def _bordered(name: str, values: np.ndarray, layout: _Layout, positive: np.ndarray | None = None) -> np.ndarray:
     """``values`` (B, h, w, C) laid out on a zeroed grid (scratch ``name``): its rows (pixels, C).
 
-    With a ReLU mask ``positive`` the values are taken through the ReLU on the way.
+    With a ReLU mask ``positive`` the values are taken through the ReLU on the way. Only this
+    function writes these scratch arrays, so when the last grid written to ``name`` by this thread had
+    the same shape and place, its zeros are still there and only the values are copied.
     """
     B, h, w, C = values.shape
     grid = scratch(name, (layout.pixels(B), C), values.dtype)
     lead = layout.lead * layout.width
-    grid[:lead] = 0
     body = grid[lead:].reshape(B, layout.rows_per_image, layout.width, C)
-    body[:, h:] = 0                                                   # the rows between images
-    body[:, :h, w:] = 0                                               # the zeros after each row
+    shape = (_blas.address(grid), grid.shape, grid.dtype, layout, h, w)
+    zeroed = _zeroed_grids()
+    if zeroed.get(name) != shape:
+        grid[:lead] = 0
+        body[:, h:] = 0                                               # the rows between images
+        body[:, :h, w:] = 0                                           # the zeros after each row
+        zeroed[name] = shape
     inside = body[:, :h, :w]
     if positive is None:
         np.copyto(inside, values)
     else:
         through_relu(values, positive, inside)
     return grid
+
+
+def _zeroed_grids() -> dict[str, tuple]:
+    """This thread's record of the grid last laid out in each scratch array (see ``_bordered``)."""
+    try:
+        return _local.zeroed
+    except AttributeError:
+        _local.zeroed = {}
+        return _local.zeroed
 
 
 def _grid_pixels(axes: Axes) -> int:
