@@ -13,6 +13,11 @@ The columns are built a few images at a time into a reused buffer (``_im2col``),
 batch, and rebuilt in backward instead of kept. Arrays keep PyTorch's NCHW shape; the output is laid
 out channels-last in memory (``_layout``), which is what the matrix product writes.
 
+Stride-1 convolutions with more than a few input channels (most of a network's) skip the columns
+altogether (``_shifted``): on a grid of zero-padded images every kernel tap is a fixed shift, so the
+layer is kH*kW matrix products of shifted row ranges, added up inside NumPy's own BLAS. The im2col
+path below remains for strides above 1, groups, unusual padding, and a NumPy whose BLAS is not reachable.
+
 A ReLU that follows the convolution can run inside it (``conv2d_relu_forward``, and
 ``conv2d_backward(..., positive=)``): each block of output is rectified while it is still in cache,
 and each block of the output gradient taken back through the ReLU's mask as it is read, instead of
