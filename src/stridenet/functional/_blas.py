@@ -72,7 +72,9 @@ def _load() -> dict[np.dtype, Any]:
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return {}
-    for controller in ThreadpoolController().select(user_api="blas").lib_controllers:
+    controllers = ThreadpoolController().select(user_api="blas").lib_controllers
+    # NumPy's own library first (the one ``_parallel`` holds to one thread), then any other CBLAS loaded
+    for controller in sorted(controllers, key=lambda c: "numpy" not in c.filepath):
         try:
             library = ctypes.CDLL(controller.filepath)
         except OSError:

@@ -83,7 +83,7 @@ def blocks(N: int, axes: Axes, channels: int, filters: int, itemsize: int, backw
 
 def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axes, out: np.ndarray,
             epilogue: Callable[[np.ndarray, slice], None] | None = None) -> None:
-    """x (N, H, W, C) (any strides) convolved with the forward ``taps`` -> out (N, H_out, W_out, K) (contiguous).
+    """x (N, H, W, C) (any strides) convolved with ``matrices`` (``taps(w)``) -> out (N, H_out, W_out, K) (contiguous).
 
     ``epilogue`` (e.g. a ReLU) runs on each block of output rows as soon as it is complete, with the
     rows of ``out.reshape(-1, K)`` it covers.
@@ -156,8 +156,9 @@ def weight_grads(sums: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 class _Layout(NamedTuple):
-    """A block of images (size, size) on one grid: rows ``width`` pixels long (the image's row, then
-    zeros), images ``rows_per_image`` rows apart, the first one ``lead`` rows in."""
+    """A block of images (height x width_of_image pixels each) on one grid: rows ``width`` pixels long
+    (an image row, then ``gap_w`` zeros), images ``rows_per_image`` rows apart (``gap_h`` zero rows
+    after each), the first one ``lead`` rows in."""
 
     height: int
     width_of_image: int
