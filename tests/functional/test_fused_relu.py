@@ -4,7 +4,8 @@
 ``conv2d_backward(..., positive=)`` takes the output gradient back through the ReLU block by block.
 Both must give exactly what ``relu_forward(conv2d_forward(...))`` and
 ``conv2d_backward(relu_backward(dout, mask), cache)`` give, on every path the convolution has
-(channel-major and channels-last columns, the stride-1 shared backward, phases, groups, 1x1), with
+(the stride-1 shifted products, channel-major and channels-last columns, the stride-1 shared backward,
+phases, groups, 1x1), with
 blocks of one row, bands of an image and whole images, and with NaN inputs and infinite gradients
 where the ReLU cut them off.
 """
@@ -30,7 +31,7 @@ from stridenet.functional._layout import is_channels_last
 
 # (x shape, w shape, stride, padding ((top, bottom), (left, right)), dilation, groups)
 CASES = [
-    ((3, 10, 7, 6), (4, 10, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),   # channels-last, shared backward
+    ((3, 10, 7, 6), (4, 10, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),   # shifted products (im2col: small budgets)
     ((2, 2, 9, 8), (3, 2, 3, 2), (1, 1), ((2, 0), (1, 1)), (1, 1), 1),   # channel-major columns
     ((2, 3, 8, 7), (4, 3, 2, 3), (2, 3), ((1, 0), (1, 1)), (1, 2), 1),   # channel-major, strided dx
     ((2, 6, 9, 9), (4, 3, 3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 2),   # groups, stride-2 phases
@@ -83,7 +84,8 @@ def test_fused_forward_and_backward_equal_the_two_kernels(case, layout, budget, 
         assert rel_error(ours, theirs) < (1e-5 if dtype == np.float32 else 1e-12)
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[3]], ids=["shared", "channel-major", "phases"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[5], CASES[1], CASES[3]],
+                         ids=["shifted", "shared", "channel-major", "phases"])
 def test_infinite_gradients_where_the_relu_was_off_give_zero(case) -> None:
     """``inf * 0`` would be NaN: a gradient the ReLU blocks must vanish exactly, as in relu_backward."""
     stride, padding, dilation, groups = case[2:]

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import stridenet.functional._blas as blas
+import stridenet.functional._im2col as im2col
 import stridenet.functional._parallel as parallel
 import stridenet.functional._shifted as shifted
 from reference import naive
@@ -303,7 +304,7 @@ def test_blocks_of_a_few_images_give_the_same_numbers(budget: str, dtype: type, 
     whole = convolve(case, x, w, b, dout)
     assert spy.blocks == [case.N, case.N], "by default the batch is one block"
     spy.clear()
-    monkeypatch.setattr(shifted, "COLS_BUDGET", int(fraction * _grid_bytes(case, dtype)))
+    monkeypatch.setattr(im2col, "COLS_BUDGET", int(fraction * _grid_bytes(case, dtype)))
     assert applies(case, dtype)
     got = convolve(case, x, w, b, dout)
     assert spy.blocks == _per_block(case.N, forward_images) + _per_block(case.N, backward_images)
@@ -353,7 +354,7 @@ def test_a_batch_split_across_two_threads_gives_the_same_numbers(dtype: type, re
         return [out, mask, *conv2d_backward(dout, cache, positive=mask)]
 
     monkeypatch.setattr(parallel, "MIN_PARALLEL_SIZE", 0)
-    monkeypatch.setattr(shifted, "COLS_BUDGET", int(BUDGETS["half-a-grid"][0] * _grid_bytes(case, dtype)))
+    monkeypatch.setattr(im2col, "COLS_BUDGET", int(BUDGETS["half-a-grid"][0] * _grid_bytes(case, dtype)))
     with parallel.num_threads(1):
         alone = run()
     assert spy.images() == (case.N, case.N)
@@ -479,7 +480,7 @@ def test_without_a_blas_the_im2col_path_stays_correct(dtype: type, spy: Spy, mon
 def test_an_image_too_large_for_the_budget_takes_the_im2col_path(dtype: type, spy: Spy, monkeypatch) -> None:
     """A padded grid over MAX_BUDGETS_PER_IMAGE budgets: im2col, which can cut an image into bands."""
     case = CASES["3x3-asymmetric"]
-    monkeypatch.setattr(shifted, "COLS_BUDGET", 1)
+    monkeypatch.setattr(im2col, "COLS_BUDGET", 1)
     assert not applies(case, dtype)
     _assert_fallback_matches_naive(case, dtype, spy)
 

@@ -37,8 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from stridenet.functional import _blas
-from stridenet.functional._im2col import COLS_BUDGET
+from stridenet.functional import _blas, _im2col
 from stridenet.functional._layout import scratch
 from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import WindowAxis
@@ -62,7 +61,7 @@ def applies(axes: Axes, groups: int, channels: int, filters: int, dtype: np.dtyp
     if any(not 0 <= pad <= a.dilation * (a.kernel - 1) for a in axes for pad in (a.pad_lo, a.pad_hi)):
         return False
     return _grid_pixels(axes) * (2 * channels + 2 * filters) * np.dtype(dtype).itemsize \
-        <= MAX_BUDGETS_PER_IMAGE * COLS_BUDGET
+        <= MAX_BUDGETS_PER_IMAGE * _im2col.COLS_BUDGET
 
 
 def taps(w: np.ndarray, flip: bool = False) -> np.ndarray:
@@ -288,5 +287,6 @@ def _grid_pixels(axes: Axes) -> int:
 
 
 def _images_per_block(axes: Axes, channels: int, itemsize: int) -> int:
-    """Images per block so that their grids of ``channels`` values per pixel fit ``COLS_BUDGET``."""
-    return max(COLS_BUDGET // max(_grid_pixels(axes) * channels * itemsize, 1), 1)
+    """Images per block so that their grids of ``channels`` values per pixel fit the block budget
+    (``_im2col.COLS_BUDGET``, the one knob for both paths)."""
+    return max(_im2col.COLS_BUDGET // max(_grid_pixels(axes) * channels * itemsize, 1), 1)
