@@ -242,10 +242,8 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
         return _weight_grads_nhwc(x[s], d, G, axes, has_bias)
 
     parts = run_parallel(part, _shifted_slices(x, dout, axes, backward=True) if shifted else _image_slices(x, dout))
-    if shifted:
-        dw, db = _shifted.weight_grads(total([p[0] for p in parts]), w), None
-    else:
-        dw, db = _weight_grads(total([p[0] for p in parts]), w, G, "shared" if shared else layout, has_bias)
+    form = "shifted" if shifted else "shared" if shared else layout
+    dw, db = _weight_grads(total([p[0] for p in parts]), w, G, form, has_bias)
     if parts[0][1] is not None:
         db = total([p[1] for p in parts])
     if dx is not None and layout == "nhwc":
@@ -257,7 +255,10 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
 def _weight_grads(sums: np.ndarray, w: np.ndarray, G: int, form: str,
                   has_bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """``dw`` (K, C/G, kH, kW) and, where the sums carry it, ``db`` from the float64 sums of one backward
-    path: "cm" (C*kH*kW [+1], K), "shared" (C, kH*kW*K) with the taps flipped, "nhwc" (G, kH*kW*C/G [+1], K/G)."""
+    path: "cm" (C*kH*kW [+1], K), "shared" (C, kH*kW*K) with the taps flipped, "nhwc" (G, kH*kW*C/G [+1], K/G),
+    "shifted" (kH*kW, C, K)."""
+    if form == "shifted":
+        return _shifted.weight_grads(sums, w), None
     K, Cg, kH, kW = w.shape
     if form == "cm":
         return sums[:w[0].size].T.reshape(w.shape), (sums[-1] if has_bias else None)

@@ -11,10 +11,10 @@ arithmetic the kernels use. Conventions:
   residual block's sum). The memory total at batch size B is the input, twice the activations
   (kept for backward, and their gradients), parameters with their gradients, and the block
   buffers: convolutions work a block of images at a time in reused buffers of about ``COLS_BUDGET``
-  (2 MiB) per thread (im2col columns, or the padded grids and products of the stride-1 shifted path),
-  and rebuild them in backward instead of keeping them. The estimate is the largest layer's im2col
-  columns for the batch, capped at the budget times the threads (``get_num_threads()``; the bias
-  column left out).
+  (2 MiB) per thread (im2col columns, or the padded grids and products of the stride-1 shifted path,
+  whose forward and backward grids are separate buffers, so up to about twice that), and rebuild them
+  in backward instead of keeping them. The estimate is the largest layer's im2col columns for the
+  batch, capped at the budget times the threads (``get_num_threads()``; the bias column left out).
 """
 
 from __future__ import annotations
