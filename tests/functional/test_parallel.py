@@ -300,3 +300,18 @@ def test_split_results_are_bit_identical_from_call_to_call(split) -> None:
         again = conv2d_backward(dout, conv2d_forward(x, w, b, 1, 1)[1])
         for ours, expected in zip(again, first, strict=True):
             np.testing.assert_array_equal(ours, expected)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+def test_total_adds_the_parts_in_order_and_leaves_them_unchanged(count: int) -> None:
+    rng = np.random.default_rng(count)
+    parts = [rng.standard_normal((4, 3)) * 10.0 ** rng.integers(-8, 8) for _ in range(count)]
+    copies = [p.copy() for p in parts]
+    expected = copies[0]
+    for part in copies[1:]:
+        expected = expected + part                              # left to right, as the ranges came
+    result = parallel.total(parts)
+    np.testing.assert_array_equal(result, expected)
+    for part, copy in zip(parts, copies, strict=True):
+        np.testing.assert_array_equal(part, copy)
+    assert parallel.total([2.5, 1.0, 0.5]) == 4.0

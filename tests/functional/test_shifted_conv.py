@@ -29,7 +29,7 @@ import stridenet.functional._shifted as shifted
 from reference import naive
 from reference.gradcheck import gradient_errors, rel_error
 from reference.layouts import channels_last
-from stridenet.functional import conv2d_backward, conv2d_forward, conv2d_relu_forward
+from stridenet.functional import conv2d_backward, conv2d_forward, conv2d_relu_forward, relu_backward
 from stridenet.functional._layout import is_channels_last
 from stridenet.functional.conv import resolve_padding
 from stridenet.functional.geometry import WindowAxis, pair, window_axes
@@ -506,3 +506,61 @@ def test_grids_reused_without_rezeroing_stay_correct(spy: Spy) -> None:
         for ours, theirs, what in zip(got, expected, ("out", "dx", "dw", "db"), strict=True):
             assert_close(ours, theirs, np.float64, f"{what}, seed {seed}")
     assert spy.forward and spy.backward
+
+
+# -- the fused ReLU's gradient grid, the bias and the sums -------------------------------------------
+@needs_blas
+@pytest.mark.parametrize("need_dx", [True, False], ids=["with-dx", "without-dx"])
+@pytest.mark.parametrize("name", ["3x3-pad1", "3x3-asymmetric"])
+def test_non_finite_gradients_through_the_fused_relu_match_the_unfused_pass(name: str, need_dx: bool,
+                                                                            spy: Spy) -> None:
+    """The fused backward multiplies by the mask and checks the block's sums: an infinite gradient the
+    ReLU blocks (``inf * 0`` would be NaN) and a NaN it lets through must give what ``relu_backward``
+    then the convolution give."""
+    case = CASES[name]
+    x, w, b, _ = make_arrays(case)
+    out, cache, mask = conv2d_relu_forward(x, w, b, case.stride, case.padding, case.dilation)
+    dout = np.ones(out.shape)
+    dout[~mask] = np.inf
+    dout.flat[np.flatnonzero(mask)[0]] = np.nan                 # where the ReLU passed: NaN must reach
+    fused = conv2d_backward(dout, cache, need_dx=need_dx, positive=mask)
+    unfused = conv2d_backward(relu_backward(dout, mask), conv2d_forward(x, w, b, 1, case.padding)[1],
+                              need_dx=need_dx)
+    for ours, theirs in zip(fused, unfused, strict=True):
+        if theirs is None:
+            assert ours is None
+        else:
+            np.testing.assert_allclose(ours, theirs, rtol=1e-12)   # NaN where the NaN reached, in both
+    assert np.isnan(fused[1]).any() and not np.isnan(fused[1]).all()
+    dout[0, 0, 0, 0] = 1.0                                       # finite now: the multiply alone is exact
+    dout[~mask] = 1e30
+    finite = conv2d_backward(dout, cache, need_dx=need_dx, positive=mask)
+    expected = conv2d_backward(np.where(mask, dout, 0.0), conv2d_forward(x, w, b, 1, case.padding)[1],
+                               need_dx=need_dx)
+    for ours, theirs in zip(finite, expected, strict=True):
+        if theirs is not None:
+            np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+    assert spy.backward
+
+
+@pytest.mark.parametrize(("rows", "width"), [(1, 4), (4095, 1), (4097, 3), (300, 32), (7, 5000), (0, 8)])
+def test_fill_rows_sets_every_row_and_nothing_else(rows: int, width: int) -> None:
+    """The bias copy into the products: whole tiles, then the rows left over (or a row wider than a tile)."""
+    values = np.arange(1, width + 1, dtype=np.float32)
+    buffer = np.full((rows + 2, width), -7.0, np.float32)
+    shifted._fill_rows(buffer[1:rows + 1], values)
+    np.testing.assert_array_equal(buffer[1:rows + 1], np.broadcast_to(values, (rows, width)))
+    np.testing.assert_array_equal(buffer[[0, -1]], -7.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_column_sums_add_the_first_rows_in_the_grids_precision(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((9000, 6)).astype(dtype)
+    for count in (1, 17, 4096, 8999):
+        sums = shifted._column_sums(rows, count)
+        assert sums.dtype == np.float64 and sums.shape == (6,)
+        exact = rows[:count].astype(np.float64).sum(axis=0)
+        assert np.abs(sums - exact).max() <= (1e-4 if dtype == np.float32 else 1e-12) * np.sqrt(count)
+    ones = shifted._ones(5000, dtype)
+    assert ones.shape == (5000,) and not ones.flags.writeable and (ones == 1).all()

@@ -140,8 +140,16 @@ def run_parallel(task: Callable[[slice], T], slices: Sequence[slice]) -> list[T]
 
 
 def total(parts: Sequence[Any]) -> Any:
-    """The sum of per-range partial results, in range order (weight gradients, statistics)."""
-    return sum(parts[1:], parts[0])
+    """The sum of per-range partial results, in range order (weight gradients, statistics).
+
+    Arrays are added into the first sum's result (one new array, not one per part).
+    """
+    if len(parts) == 1:
+        return parts[0]
+    result = parts[0] + parts[1]
+    for part in parts[2:]:
+        result += part
+    return result
 
 
 def _as_task(task: Callable[[slice], T], part: slice) -> T:

@@ -35,15 +35,17 @@ def relu_backward(dout: np.ndarray, positive: np.ndarray) -> np.ndarray:
     return dx
 
 
-def through_relu(dout: np.ndarray, positive: np.ndarray, out: np.ndarray) -> np.ndarray:
+def through_relu(dout: np.ndarray, positive: np.ndarray, out: np.ndarray, checked: bool = True) -> np.ndarray:
     """``relu_backward`` of one block into ``out`` (any array of ``dout``'s shape); returns ``out``.
 
     A multiply by the mask, then one summing pass to see that nothing was infinite or NaN (where
-    ``inf * 0`` would have made a NaN): only then is the slower exact ``np.where`` needed.
+    ``inf * 0`` would have made a NaN): only then is the slower exact ``np.where`` needed. With
+    ``checked=False``, only the multiply: the caller looks at the result itself (a sum it needs
+    anyway) and calls again with ``checked=True`` if that is not finite.
     """
     with np.errstate(over="ignore", invalid="ignore"):
         np.multiply(dout, positive, out=out)
-        if np.isfinite(out.sum()):   # a sum that overflows takes the exact path too
+        if not checked or np.isfinite(out.sum()):   # a sum that overflows takes the exact path too
             return out
     np.copyto(out, np.where(positive, dout, np.zeros((), dout.dtype)))
     return out
