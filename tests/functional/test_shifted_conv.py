@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import stridenet.functional._blas as blas
+import stridenet.functional._compiled as compiled
 import stridenet.functional._im2col as im2col
 import stridenet.functional._parallel as parallel
 import stridenet.functional._shifted as shifted
@@ -196,7 +197,25 @@ def spy(monkeypatch) -> Spy:
         return bordered(name, values, *args, **kwargs)
 
     monkeypatch.setattr(shifted, "_bordered", recorded_block)
+    for name in ("forward_block", "backward_block"):   # the compiled engine: one call per block
+        original = getattr(compiled, name)
+
+        def recorded_compiled(x, *args, _original=original, **kwargs):
+            calls.blocks.append(x.shape[0])
+            return _original(x, *args, **kwargs)
+
+        monkeypatch.setattr(compiled, name, recorded_compiled)
     return calls
+
+
+@pytest.fixture(autouse=True, params=["numpy", "compiled"])
+def engine(request, monkeypatch) -> str:
+    """Every test runs twice: with the blocks as NumPy and BLAS calls, and as compiled calls (``_compiled``,
+    skipped without numba). The same numbers are expected of both."""
+    monkeypatch.setenv("STRIDENET_NUMBA", "0" if request.param == "numpy" else "1")
+    if request.param == "compiled" and not compiled.available(np.float32):
+        pytest.skip("numba is not installed (pip install 'stridenet[fast]'): the compiled blocks never run")
+    return request.param
 
 
 @contextmanager
@@ -564,3 +583,21 @@ def test_column_sums_add_the_first_rows_in_the_grids_precision(dtype: type) -> N
         assert np.abs(sums - exact).max() <= (1e-4 if dtype == np.float32 else 1e-12) * np.sqrt(count)
     ones = shifted._ones(5000, dtype)
     assert ones.shape == (5000,) and not ones.flags.writeable and (ones == 1).all()
+
+
+@needs_blas
+def test_a_grid_the_compiled_engine_wrote_is_zeroed_again_for_the_numpy_engine(engine: str, monkeypatch) -> None:
+    """The NumPy engine skips re-zeroing a grid whose layout it laid out last; the compiled engine writes
+    its own layout into the same scratch, so it must void that record, or the old layout's gaps would
+    keep the other's values."""
+    if engine == "numpy":
+        pytest.skip("switches engines itself")
+    first, smaller = CASES["3x3-pad1"], Case(2, 9, 6, 6, 4, (3, 3), 0)   # padding 0: a smaller grid, other gaps
+    for case, seed, setting in ((first, 1, "0"), (smaller, 2, "1"), (first, 3, "0")):
+        monkeypatch.setenv("STRIDENET_NUMBA", setting)
+        x, w, b, dout = make_arrays(case, seed)
+        got = convolve(case, *cast((x, w, b, dout), np.float64, "channels_last"))
+        pad = explicit_padding(case)
+        expected = (naive.conv2d_forward(x, w, b, (1, 1), pad), *naive.conv2d_backward(dout, x, w, (1, 1), pad))
+        for ours, theirs, what in zip(got, expected, ("out", "dx", "dw", "db"), strict=True):
+            assert_close(ours, theirs, np.float64, f"{what}, seed {seed}, STRIDENET_NUMBA={setting}")

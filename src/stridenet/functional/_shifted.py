@@ -32,12 +32,11 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
-from stridenet.functional import _blas, _im2col
+from stridenet.functional import _blas, _compiled, _im2col
 from stridenet.functional._layout import scratch
 from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import WindowAxis
@@ -86,28 +85,38 @@ def blocks(N: int, axes: Axes, channels: int, filters: int, itemsize: int, backw
 
 
 def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axes, out: np.ndarray,
-            epilogue: Callable[[np.ndarray, slice, np.ndarray | None], None] | None = None) -> None:
+            rectify: bool = False, positive: np.ndarray | None = None) -> None:
     """x (N, H, W, C) (any strides) convolved with ``matrices`` (``taps(w)``) -> out (N, H_out, W_out, K) (contiguous).
 
     The bias is written into the products' rows before the first tap, so the BLAS adds every tap
-    onto it. ``epilogue`` (e.g. a ReLU) writes each block of output rows of ``out.reshape(-1, K)`` as
-    soon as its products are complete: ``epilogue(rows_of_out, rows, products)``, with the block's
-    (images, H_out, W_out, K) values as a view of the products (it copies them over, e.g. rectified).
+    onto it. With ``rectify`` each block goes through a ReLU while it is copied out of the products,
+    and its mask of positive values into ``positive`` (as ``out``) unless that is None.
+    Each block is one compiled call where ``_compiled`` is available, else NumPy and BLAS calls.
     """
     K = matrices.shape[2]
     h, v = axes
     layout = _Layout.of(axes)
-    out_rows = out.reshape(-1, K)
-    pixels = h.out * v.out
+    compiled = _compiled.available(x.dtype)
     for block in blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False):
         n0, n1 = block.start, block.stop
+        mask = None if positive is None else positive[n0:n1]
+        if compiled:
+            B = n1 - n0
+            _compiled.forward_block(
+                x[n0:n1], _fresh_grid("grid_x", layout.pixels(B), x.shape[3], x.dtype), layout.extent,
+                layout.shift_array(axes), matrices, b,
+                scratch("shifted_out", (layout.at_start().pixels(B), K), x.dtype),
+                layout.count(B, h.out, v.out), out[n0:n1], rectify, mask)
+            continue
         grid = _bordered("grid_x", x[n0:n1], layout)
         valid = _sum_of_shifted(grid, layout, axes, matrices, n1 - n0, "shifted_out", b)
-        if epilogue is None:
-            np.copyto(out[n0:n1], valid)
-        else:
-            rows = slice(n0 * pixels, n1 * pixels)
-            epilogue(out_rows[rows], rows, valid)
+        dst = out[n0:n1]
+        if not rectify:
+            np.copyto(dst, valid)
+            continue
+        np.maximum(valid, x.dtype.type(0), out=dst)
+        if mask is not None:
+            np.greater(dst, 0, out=mask)
 
 
 def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, axes: Axes, has_bias: bool,
@@ -126,8 +135,10 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, ax
     gradient_layout = _Layout.of(gradient_axes)
     # With 'same' padding the padded output gradient lies on the input's grid, ``lead`` rows later.
     same = (gradient_layout.gap_h, gradient_layout.gap_w) == (layout.gap_h, layout.gap_w) and (h.out, v.out) == (H, W)
-    grads: np.ndarray | None = None
     db = np.zeros(K, np.float64) if has_bias else None
+    if _compiled.available(x.dtype):
+        return _compiled_backward(x, dout, dx_matrices, axes, dx, positive, same, db), db
+    grads: np.ndarray | None = None
     for block in blocks(N, axes, C, K, x.itemsize, backward=True):
         n0, n1 = block.start, block.stop
         B = n1 - n0
@@ -153,6 +164,43 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, ax
             grads += tap_sums
     assert grads is not None   # a backward pass has at least one image
     return grads, db
+
+
+def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, axes: Axes,
+                       dx: np.ndarray | None, positive: np.ndarray | None, same: bool,
+                       db: np.ndarray | None) -> np.ndarray:
+    """``backward`` with each block one compiled call (``_compiled.backward_block``): returns the sums for ``dw``
+    and adds into ``db``."""
+    N, H, W, C = x.shape
+    K = dout.shape[3]
+    h, v = axes
+    layout = _Layout.of(axes)
+    gradient_axes = _gradient_axes(axes)
+    gradient_layout = _Layout.of(gradient_axes)
+    grads = np.empty((h.kernel * v.kernel, C, K), np.float64)
+    unused = np.empty((0, 0), x.dtype)
+    dx_shifts = gradient_layout.shift_array(gradient_axes) if dx is not None else np.empty(0, np.int64)
+    for index, block in enumerate(blocks(N, axes, C, K, x.itemsize, backward=True)):
+        n0, n1 = block.start, block.stop
+        B = n1 - n0
+        grids = (_fresh_grid("grid_x", layout.pixels(B), C, x.dtype),
+                 unused if dx is None else _fresh_grid("grid_dout", gradient_layout.pixels(B), K, x.dtype),
+                 unused if dx is not None and same else
+                 _fresh_grid("grid_dout_on_x", layout.at_start().pixels(B), K, x.dtype))
+        products = unused if dx is None else scratch("shifted_dx", (gradient_layout.at_start().pixels(B), C), x.dtype)
+        _compiled.backward_block(
+            x[n0:n1], dout[n0:n1], None if positive is None else positive[n0:n1], None if dx is None else dx[n0:n1],
+            grids, layout.extent, gradient_layout.extent, same, layout.shift_array(axes), dx_shifts, dx_matrices,
+            products, scratch("shifted_dw", grads.shape, x.dtype),
+            (layout.count(B, h.out, v.out), gradient_layout.count(B, H, W)), grads, index == 0, db)
+    return grads
+
+
+def _fresh_grid(name: str, pixels: int, channels: int, dtype: np.dtype) -> np.ndarray:
+    """Scratch ``name`` as a (pixels, channels) grid for a compiled kernel, which writes every pixel,
+    zeros included, in its own layout: ``_bordered``'s record of the zeros there is void."""
+    _zeroed_grids().pop(name, None)
+    return scratch(name, (pixels, channels), dtype)
 
 
 def weight_grads(sums: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -199,6 +247,18 @@ class _Layout(NamedTuple):
     def count(self, images: int, out_h: int, out_w: int) -> int:
         """Output pixels to compute, up to the last image's last valid one."""
         return ((images - 1) * self.rows_per_image + out_h - 1) * self.width + out_w
+
+    @property
+    def extent(self) -> tuple[int, int, int]:
+        """(lead, width, rows_per_image): what a compiled kernel needs to place pixels on the grid."""
+        return self.lead, self.width, self.rows_per_image
+
+    @functools.cache   # noqa: B019  (a few small layouts, kept for the process's life)
+    def shift_array(self, axes: Axes) -> np.ndarray:
+        """``shifts`` as a read-only int64 array."""
+        shifts = np.array(self.shifts(axes), np.int64)
+        shifts.flags.writeable = False
+        return shifts
 
     @functools.cache   # noqa: B019  (a few small layouts, kept for the process's life)
     def shifts(self, axes: Axes) -> tuple[int, ...]:

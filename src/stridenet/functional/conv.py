@@ -167,7 +167,8 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
         layout = "nhwc"
         taps = _shifted.taps(w)
         slices = _shifted_slices(x, out, axes, backward=False)
-        run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], epilogue(s)), slices)
+        run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], rectify,
+                                                None if positive is None else positive[s]), slices)
     else:
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
         layout = "nhwc"
@@ -178,19 +179,15 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
 
 
 # Runs on each block of output right after its product wrote it: (the block's (rows, K) values, which
-# rows of the range's (images*H_out*W_out, K) output they are, and optionally where the block's values
-# are: a view of the same shape as the block's images, to be copied into it on the way).
-Epilogue = Callable[[np.ndarray, slice, np.ndarray | None], None]
+# rows of the range's (images*H_out*W_out, K) output they are).
+Epilogue = Callable[[np.ndarray, slice], None]
 
 
 def _rectifier(positive_rows: np.ndarray | None) -> Epilogue:
-    """The ReLU epilogue: rectify a block in place (still in cache), or while copying it from ``source``,
-    and, unless ``positive_rows`` is None, write its mask of positive values into those rows of ``positive_rows``."""
-    def rectify(block: np.ndarray, rows: slice, source: np.ndarray | None = None) -> None:
-        if source is None:
-            np.maximum(block, block.dtype.type(0), out=block)
-        else:
-            np.maximum(source, block.dtype.type(0), out=block.reshape(source.shape))
+    """The ReLU epilogue: rectify a block in place (still in cache) and, unless ``positive_rows`` is
+    None, write its mask of positive values into those rows of ``positive_rows``."""
+    def rectify(block: np.ndarray, rows: slice) -> None:
+        np.maximum(block, block.dtype.type(0), out=block)
         if positive_rows is not None:
             np.greater(block, 0, out=positive_rows[rows])
     return rectify
@@ -344,7 +341,7 @@ def _forward_nhwc(x: np.ndarray, w_rows: np.ndarray, b: np.ndarray | None, axes:
             if b is not None and not fused:
                 dst += b
             if epilogue is not None:
-                epilogue(dst, rows, None)
+                epilogue(dst, rows)
 
 
 def _shares_columns(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], G: int) -> bool:
@@ -508,7 +505,7 @@ def _forward_cm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: tuple[
             rows = _block_rows(axes, n0, n1, h0, h1)
             np.matmul(cols.T, w_cols, out=out_rows[rows])
             if epilogue is not None:
-                epilogue(out_rows[rows], rows, None)
+                epilogue(out_rows[rows], rows)
 
 
 def _weight_grads_cm(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis],

@@ -1,0 +1,139 @@
+"""The shifted-product convolution's work on a block of images as one compiled call (numba, optional).
+
+Every NumPy operation on a large array and every BLAS call through ctypes lets go of the GIL and
+takes it back when it returns. A block of ``_shifted``'s pure-NumPy path makes a few dozen such calls,
+and with two threads at work, a thread coming back from one often finds the other holding the GIL
+and waits (measured on the reference CNN: 8% of the forward tasks' time, 14% of the backward's). With
+numba installed (``pip install 'stridenet[fast]'``), each block is a single call of a compiled function
+that holds no GIL from start to end: it lays the block out on its zero-padded grid, calls the BLAS's
+``gemm`` for every tap through the routine's address (the one ``_blas`` found), and does the element-wise
+work (bias, ReLU and its mask, copying out, the bias gradient) in the same loops, one pass where the
+NumPy path needs several.
+
+The arithmetic is the NumPy path's: the same products in the same BLAS, the bias written before the
+first tap, float64 sums of the weight gradient in block order. Two sums differ in order only: the
+bias gradient is added pixel by pixel in float64 here (a float32 matrix-vector product there). A ReLU
+mask is applied by choosing, not multiplying, so an infinite gradient where the ReLU was off needs no
+second pass.
+
+Used when numba can be imported, ``_blas`` found a routine with 64-bit integers (NumPy's own wheels'
+``scipy_cblas_?gemm64_``), and ``STRIDENET_NUMBA`` is not ``0``; otherwise ``available`` is False and
+``_shifted`` runs its NumPy code, which stays tested. numba is imported on the first convolution, not
+with stridenet; its compiled code is cached on disk (numba's ``cache=True``), so later processes load
+it in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Any
+
+import numpy as np
+
+from stridenet.functional import _blas
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+_state: dict[str, Any] = {"kernels": None, "routines": None}
+
+
+def available(dtype: np.dtype) -> bool:
+    """True when the compiled block kernels can run for arrays of ``dtype``."""
+    if os.environ.get("STRIDENET_NUMBA", "").strip() == "0":
+        return False
+    return np.dtype(dtype) in _routines() and _kernels() is not None
+
+
+def forward_block(x: np.ndarray, grid: np.ndarray, grid_shape: tuple[int, int, int], shifts: np.ndarray,
+                  matrices: np.ndarray, bias: np.ndarray | None, products: np.ndarray, count: int,
+                  out: np.ndarray, rectify: bool, positive: np.ndarray | None) -> None:
+    """One block of ``_shifted.forward``: x (B, H, W, C) -> out (B, H_out, W_out, K), rectified if
+    ``rectify``, its mask of positive values into ``positive`` unless None.
+
+    ``grid`` (pixels, C) and ``products`` (pixels, K) are scratch arrays, ``grid_shape`` the layout's
+    (lead, width, rows_per_image), ``shifts`` the taps' shifts (int64), ``count`` the grid pixels to compute.
+    """
+    kernels, dtype = _kernels(), out.dtype
+    kernels.forward_block(_routines()[dtype], x, grid, *grid_shape, shifts, matrices, _or_empty(bias, dtype, 1),
+                          products, count, out, rectify, _or_empty(positive, np.bool_, 4), *_scalars(dtype))
+
+
+def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None, dx: np.ndarray | None,
+                   grids: tuple[np.ndarray, np.ndarray, np.ndarray], x_shape: tuple[int, int, int],
+                   dout_shape: tuple[int, int, int], same: bool, shifts: np.ndarray, dx_shifts: np.ndarray,
+                   dx_matrices: np.ndarray | None, products: np.ndarray, tap_sums: np.ndarray,
+                   counts: tuple[int, int], grads: np.ndarray, first: bool, db: np.ndarray | None) -> None:
+    """One block of ``_shifted.backward``: write ``dx`` (B, H, W, C) unless None; set (``first``) or add
+    to the float64 ``grads`` (taps, C, K) and add to ``db`` (K,) unless None.
+
+    ``grids``: scratch arrays for the input's grid, the output gradient's padded grid (for ``dx``) and
+    the output gradient on the input's grid; ``x_shape``/``dout_shape`` those layouts' (lead, width,
+    rows_per_image); ``same``: the padded gradient lies on the input's grid (then the third is unused);
+    ``counts``: grid pixels to compute for ``dw`` and for ``dx``.
+    """
+    kernels, dtype = _kernels(), x.dtype
+    kernels.backward_block(_routines()[dtype], x, dout, _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4),
+                           *grids, *x_shape, *dout_shape, same, shifts, dx_shifts, _or_empty(dx_matrices, dtype, 3),
+                           products, tap_sums, *counts, grads, first, _or_empty(db, np.float64, 1), *_scalars(dtype))
+
+
+def _or_empty(a: np.ndarray | None, dtype: Any, ndim: int) -> np.ndarray:
+    """``a``, or an empty array of its type: the compiled code takes arrays, not None."""
+    return np.empty((0,) * ndim, dtype) if a is None else a
+
+
+def _scalars(dtype: np.dtype) -> tuple[Any, Any]:
+    """1 and 0 in ``dtype`` (the BLAS's alpha and beta, and the zeros the kernels write)."""
+    return dtype.type(1), dtype.type(0)
+
+
+def _routines() -> dict[np.dtype, Any]:
+    """dtype -> the BLAS ``gemm`` as a first-class function numba can call, for 64-bit-integer BLAS only."""
+    if _state["routines"] is None:
+        _state["routines"] = _wrap_routines()
+    return _state["routines"]
+
+
+def _wrap_routines() -> dict[np.dtype, Any]:
+    found = _blas._find()
+    if not found or any(r.argtypes[3] is not ctypes.c_int64 for r in found.values()):
+        return {}
+    try:
+        import numba.experimental.function_type  # noqa: F401  (lets such an object be an argument)
+        from numba import types
+    except ImportError:
+        return {}
+
+    class Routine(types.WrapperAddressProtocol):
+        """A C function numba calls through its address, with the signature given."""
+
+        def __init__(self, address: int, signature: Any) -> None:
+            self._address, self._signature = address, signature
+
+        def __wrapper_address__(self) -> int:
+            return self._address
+
+        def signature(self) -> Any:
+            return self._signature
+
+    routines = {}
+    i32, i64 = types.int32, types.int64
+    for dtype, routine in found.items():
+        scalar = types.float32 if dtype == np.float32 else types.float64
+        # cblas_?gemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc); addresses as int64
+        signature = types.void(i32, i32, i32, i64, i64, i64, scalar, i64, i64, i64, i64, scalar, i64, i64)
+        routines[dtype] = Routine(ctypes.cast(routine, ctypes.c_void_p).value, signature)
+    return routines
+
+
+def _kernels() -> Any:
+    """The compiled kernels (a namespace), built on first use; None without numba."""
+    if _state["kernels"] is None:
+        try:
+            from stridenet.functional import _compiled_kernels
+        except ImportError:
+            _state["kernels"] = False
+        else:
+            _state["kernels"] = _compiled_kernels
+    return _state["kernels"] or None

@@ -1,0 +1,125 @@
+"""numba kernels behind ``_compiled``: the shifted-product path's block work, compiled, without the GIL.
+
+Imported only by ``_compiled`` (this module needs numba). Layouts follow ``_shifted._Layout``: a grid is
+``(lead + images * rows_per_image) * width`` pixels; image ``b``'s row ``i`` starts at pixel
+``(lead + b * rows_per_image + i) * width``; every pixel outside the images is zero.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = np.int32(101), np.int32(111), np.int32(112)
+
+_jit = numba.njit(nogil=True, cache=True, boundscheck=False)
+
+
+@_jit
+def _address(a):
+    """The address of ``a``'s first element as int64 (``ctypes.data`` is unsigned: mixed with signed
+    offsets, numba would make it a float)."""
+    return np.int64(a.ctypes.data)
+
+
+@_jit
+def lay_out(values, grid, lead, width, rows_per_image, positive, sums, zero):
+    """Write ``values`` (B, h, w, C) on ``grid`` (pixels, C), zeros everywhere else. With a mask
+    ``positive`` (non-empty), a value where it is False becomes zero (the ReLU's gradient); with a
+    non-empty float64 ``sums`` (C,), the values written are added to it."""
+    B, h, w, C = values.shape
+    masked, summed = positive.size > 0, sums.size > 0
+    for p in range(lead * width):
+        for c in range(C):
+            grid[p, c] = zero
+    for b in range(B):
+        for i in range(rows_per_image):
+            row = (lead + b * rows_per_image + i) * width
+            inside = w if i < h else 0
+            for j in range(inside):
+                for c in range(C):
+                    v = values[b, i, j, c]
+                    if masked and not positive[b, i, j, c]:
+                        v = zero
+                    grid[row + j, c] = v
+                    if summed:
+                        sums[c] += v
+            for j in range(inside, width):
+                for c in range(C):
+                    grid[row + j, c] = zero
+
+
+@_jit
+def taps(gemm, trans_a, rows, cols, inner, a, lda, shifts, a_step, b, b_step, ldb, out, out_step, ldc,
+         one, zero, accumulate):
+    """For each tap t: ``out_t (+)= op(A_t) @ B_t``, A_t at ``a + shifts[t] * a_step``, B_t at
+    ``b + t * b_step``, out_t at ``out + t * out_step`` (bytes). Taps that share one output (``out_step``
+    0) add up in it, the first overwriting it unless ``accumulate``; taps with outputs of their own overwrite them."""
+    for t in range(shifts.size):
+        beta = one if accumulate or (t > 0 and out_step == 0) else zero
+        gemm(_ROW_MAJOR, trans_a, _NO_TRANS, rows, cols, inner, one, a + shifts[t] * a_step, lda,
+             b + t * b_step, ldb, beta, out + t * out_step, ldc)
+
+
+@_jit
+def copy_out(products, width, rows_per_image, out, rectify, positive, zero):
+    """out (B, H_out, W_out, K) from the products' grid rows (numbered from its start), rectified if
+    ``rectify`` (NaN stays NaN, as ``np.maximum``), the mask of positive values into a non-empty ``positive``."""
+    B, H, W, K = out.shape
+    masked = positive.size > 0
+    for b in range(B):
+        for i in range(H):
+            row = (b * rows_per_image + i) * width
+            for j in range(W):
+                for k in range(K):
+                    v = products[row + j, k]
+                    if rectify and v < zero:
+                        v = zero
+                    out[b, i, j, k] = v
+                    if masked:
+                        positive[b, i, j, k] = v > zero
+
+
+@_jit
+def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, bias, products, count, out,
+                  rectify, positive, one, zero):
+    """See ``_compiled.forward_block``."""
+    C, K = matrices.shape[1], matrices.shape[2]
+    size = grid.itemsize
+    lay_out(x, grid, lead, width, rows_per_image, np.empty((0, 0, 0, 0), np.bool_), np.empty(0), zero)
+    if bias.size > 0:
+        for p in range(count):
+            for k in range(K):
+                products[p, k] = bias[k]
+    taps(gemm, _NO_TRANS, count, K, C, _address(grid), C, shifts, C * size, _address(matrices), C * K * size,
+         K, _address(products), 0, K, one, zero, bias.size > 0)
+    copy_out(products, width, rows_per_image, out, rectify, positive, zero)
+
+
+@_jit
+def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width, x_rows,
+                   d_lead, d_width, d_rows, same, shifts, dx_shifts, dx_matrices, products, tap_sums, count,
+                   dx_count, grads, first, db, one, zero):
+    """See ``_compiled.backward_block``."""
+    C, K = x.shape[3], dout.shape[3]
+    size = x.itemsize
+    no_mask = np.empty((0, 0, 0, 0), np.bool_)
+    if dx.size > 0:
+        lay_out(dout, grid_dout, d_lead, d_width, d_rows, positive, db, zero)
+        taps(gemm, _NO_TRANS, dx_count, C, K, _address(grid_dout), K, dx_shifts, K * size,
+             _address(dx_matrices), K * C * size, C, _address(products), 0, C, one, zero, False)
+        copy_out(products, d_width, d_rows, dx, False, no_mask, zero)
+        if same:   # the padded gradient is on the input's grid, ``d_lead`` rows on
+            on_grid = _address(grid_dout) + d_lead * d_width * K * size
+        else:
+            lay_out(dout, grid_on_x, 0, x_width, x_rows, positive, np.empty(0), zero)
+            on_grid = _address(grid_on_x)
+    else:
+        lay_out(dout, grid_on_x, 0, x_width, x_rows, positive, db, zero)
+        on_grid = _address(grid_on_x)
+    lay_out(x, grid_x, x_lead, x_width, x_rows, no_mask, np.empty(0), zero)
+    taps(gemm, _TRANS, C, K, count, _address(grid_x), C, shifts, C * size, on_grid, 0, K,
+         _address(tap_sums), C * K * size, K, one, zero, False)
+    flat_grads, flat_sums = grads.reshape(-1), tap_sums.reshape(-1)
+    for e in range(flat_sums.size):
+        flat_grads[e] = flat_sums[e] if first else flat_grads[e] + flat_sums[e]
