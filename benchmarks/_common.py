@@ -42,6 +42,20 @@ def blas_description() -> str:
     return f"NumPy BLAS: {kernel} ({settings})"
 
 
+def engine_description() -> str:
+    """Which engine runs stridenet's stride-1 convolutions: compiled blocks (numba) or NumPy and BLAS calls."""
+    import numpy as np
+
+    from stridenet.functional import _compiled
+
+    if _compiled.available(np.float32):
+        import numba
+
+        return f"stridenet engine: compiled blocks (numba {numba.__version__})"
+    reason = "STRIDENET_NUMBA=0" if os.environ.get("STRIDENET_NUMBA", "").strip() == "0" else "numba not available"
+    return f"stridenet engine: NumPy and BLAS calls ({reason})"
+
+
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 

@@ -18,7 +18,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from _common import alternate, blas_description, blas_setting_label, blas_threads, rerun_with_blas_unset
+from _common import (
+    alternate,
+    blas_description,
+    blas_setting_label,
+    blas_threads,
+    engine_description,
+    rerun_with_blas_unset,
+)
 
 
 class ConvCase(NamedTuple):
@@ -158,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     stridenet.set_num_threads(threads)
     print(f"# stridenet layer benchmark: {blas_setting_label()}")
     print(f"# {blas_description()}")
+    print(f"# {engine_description()}")
     print(f"# stridenet {stridenet.get_num_threads()} threads (BLAS held to 1 thread inside them); torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; NumPy {np.__version__}; "
           f"median of {args.repeats}, alternating; {args.clock} clock")

@@ -10,11 +10,16 @@ The reference CNN (MNIST-sized, float32, batch 128, SGD with momentum 0.9)::
     conv3x3(1->32) relu conv3x3(32->32) relu maxpool2 conv3x3(32->64) relu conv3x3(64->64) relu
     maxpool2 flatten fc(3136->128) relu fc(128->10)
 
-Each measurement runs in a fresh subprocess (so each framework's peak RSS is its own), the two
+Each measurement runs in a fresh subprocess (so each framework's peak RSS is its own), the
 frameworks alternate (stridenet, torch, torch, stridenet, ...), and the table shows medians. The torch
 worker gets as many threads as NumPy's OpenBLAS has, and stridenet splits its batches across as many
-(``STRIDENET_NUM_THREADS``). "step memory" is the peak RSS while training
-minus the RSS before the first step (model, data and imports excluded).
+(``STRIDENET_NUM_THREADS``). ``--engines both`` adds stridenet with its compiled engine switched off
+(``STRIDENET_NUMBA=0``) to the rotation, so the two engines are compared in the same run.
+
+"step memory" is the peak RSS while training minus the RSS before the first step (model, data and
+imports excluded). Before that base is taken, each worker runs one convolution forward and backward
+on two images, so that one-time set-up that happens on first use (PyTorch's kernel selection,
+numba loading stridenet's compiled kernels) counts like an import: in the peak RSS, not in the step.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ import statistics
 import subprocess
 import sys
 
-from _common import CLOCKS, blas_description, blas_setting_label, blas_threads, rerun_with_blas_unset
+from _common import (
+    CLOCKS,
+    blas_description,
+    blas_setting_label,
+    blas_threads,
+    engine_description,
+    rerun_with_blas_unset,
+)
 
 BATCH, CLASSES, SIZE = 128, 10, 28
 
@@ -103,6 +115,9 @@ def stridenet_worker(steps: int, clock: str) -> dict[str, float]:
                 p.data -= 0.01 * v
 
     count = iter(range(10**9))
+    tiny = model[2]                                     # one-time set-up on first use, as an import
+    tiny.backward_relu(tiny.forward_relu(batches[0][0][:2].repeat(32, axis=1), model[3]), model[3])
+    model.zero_grad()
 
     def train_step() -> None:
         x, y = batches[next(count) % len(batches)]
@@ -137,6 +152,8 @@ def torch_worker(steps: int, threads: int, clock: str) -> dict[str, float]:
     batches = [(torch.randn(BATCH, 1, SIZE, SIZE), torch.randint(0, CLASSES, (BATCH,))) for _ in range(4)]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     count = iter(range(10**9))
+    torch.relu(model[2](batches[0][0][:2].repeat(1, 32, 1, 1))).sum().backward()   # set-up on first use
+    optimizer.zero_grad()
 
     def train_step() -> None:
         x, y = batches[next(count) % len(batches)]
@@ -155,9 +172,13 @@ def torch_worker(steps: int, threads: int, clock: str) -> dict[str, float]:
 
 
 def run_worker(framework: str, steps: int, threads: int, clock: str) -> dict[str, float]:
-    command = [sys.executable, __file__, "--worker", framework, "--steps", str(steps), "--threads", str(threads),
+    """One measurement in a fresh subprocess; "stridenet-numpy" is stridenet with ``STRIDENET_NUMBA=0``."""
+    worker = "torch" if framework == "torch" else "stridenet"
+    command = [sys.executable, __file__, "--worker", worker, "--steps", str(steps), "--threads", str(threads),
                "--clock", clock]
     env = os.environ | {"OPENBLAS_NUM_THREADS": str(threads), "STRIDENET_NUM_THREADS": str(threads)}
+    if framework == "stridenet-numpy":
+        env["STRIDENET_NUMBA"] = "0"
     result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -173,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", choices=("stridenet", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0,
                         help="threads for both frameworks (default: as many as OpenBLAS has)")
+    parser.add_argument("--engines", choices=("default", "both"), default="default",
+                        help="'both': also stridenet with its compiled engine off (STRIDENET_NUMBA=0), "
+                             "in the same rotation")
     args = parser.parse_args(argv)
 
     if args.worker:
@@ -186,25 +210,30 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or blas_threads()
     print(f"# stridenet reference-CNN benchmark: {blas_setting_label()}")
     print(f"# {blas_description()}; both frameworks run with {threads} thread(s)")
+    print(f"# {engine_description()}")
     print(f"# batch {BATCH}, float32, {args.steps} timed steps per run, median of {args.repeats} runs "
           f"per framework, alternating subprocesses; {args.clock} clock", flush=True)
-    samples: dict[str, list[dict[str, float]]] = {"stridenet": [], "torch": []}
+    ours = ["stridenet", "stridenet-numpy"] if args.engines == "both" else ["stridenet"]
+    samples: dict[str, list[dict[str, float]]] = {fw: [] for fw in [*ours, "torch"]}
     for repeat in range(args.repeats):
-        order = ("stridenet", "torch") if repeat % 2 == 0 else ("torch", "stridenet")
+        order = [*ours, "torch"] if repeat % 2 == 0 else ["torch", *reversed(ours)]
         for framework in order:
             samples[framework].append(run_worker(framework, args.steps, threads, args.clock))
     keys = ("train_ips", "infer_ips", "peak_rss_mb", "step_mb")
     med = {fw: {k: statistics.median(s[k] for s in runs) for k in keys} for fw, runs in samples.items()}
-    print("| framework | train img/s | inference img/s | peak RSS MB | training step memory MB |")
-    print("|-----------|-------------|-----------------|-------------|-------------------------|")
-    for fw in ("stridenet", "torch"):
+    print("| framework       | train img/s | inference img/s | peak RSS MB | training step memory MB |")
+    print("|-----------------|-------------|-----------------|-------------|-------------------------|")
+    for fw in [*ours, "torch"]:
         m = med[fw]
-        print(f"| {fw:9s} | {m['train_ips']:11.0f} | {m['infer_ips']:15.0f} | {m['peak_rss_mb']:11.0f} | "
+        print(f"| {fw:15s} | {m['train_ips']:11.0f} | {m['infer_ips']:15.0f} | {m['peak_rss_mb']:11.0f} | "
               f"{m['step_mb']:23.1f} |")
-    ours, theirs = med["stridenet"], med["torch"]
-    print(f"| ratio     | {ours['train_ips'] / theirs['train_ips']:11.2f} | "
-          f"{ours['infer_ips'] / theirs['infer_ips']:15.2f} | {ours['peak_rss_mb'] / theirs['peak_rss_mb']:11.2f} | "
-          f"{ours['step_mb'] / max(theirs['step_mb'], 1e-9):23.2f} |")
+    theirs = med["torch"]
+    for fw in ours:
+        m = med[fw]
+        label = "ratio" if fw == "stridenet" else "ratio (NumPy)"
+        print(f"| {label:15s} | {m['train_ips'] / theirs['train_ips']:11.2f} | "
+              f"{m['infer_ips'] / theirs['infer_ips']:15.2f} | {m['peak_rss_mb'] / theirs['peak_rss_mb']:11.2f} | "
+              f"{m['step_mb'] / max(theirs['step_mb'], 1e-9):23.2f} |")
     print("# ratio: stridenet / torch (throughput above 1 = we are faster; memory below 1 = we use less)")
     if args.blas_both:
         return rerun_with_blas_unset(__file__, argv)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -128,11 +129,16 @@ def _wrap_routines() -> dict[np.dtype, Any]:
 
 
 def _kernels() -> Any:
-    """The compiled kernels (a namespace), built on first use; None without numba."""
+    """The compiled kernels (a namespace), built on first use; None without numba (or a numba that
+    cannot set up its on-disk cache, which is said in a warning)."""
     if _state["kernels"] is None:
         try:
             from stridenet.functional import _compiled_kernels
         except ImportError:
+            _state["kernels"] = False
+        except RuntimeError as error:   # e.g. numba finds no writable cache directory
+            warnings.warn(f"stridenet: numba is installed but its kernels could not be set up ({error}); "
+                          "convolutions run on NumPy alone", RuntimeWarning, stacklevel=2)
             _state["kernels"] = False
         else:
             _state["kernels"] = _compiled_kernels

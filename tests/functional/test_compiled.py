@@ -1,0 +1,60 @@
+"""When the optional compiled engine (``functional._compiled``, numba) runs, and when it stays off.
+
+Its numbers are checked case by case against the naive loops and the NumPy engine in
+``test_shifted_conv.py``, which runs every test under both engines.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import stridenet.functional._blas as blas
+import stridenet.functional._compiled as compiled
+
+
+def test_importing_stridenet_does_not_import_numba() -> None:
+    """numba costs half a second to import: it is loaded by the first convolution, not by ``import stridenet``."""
+    code = "import sys, stridenet, stridenet.nn, stridenet.functional; print('numba' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_the_environment_switch_turns_it_off(monkeypatch) -> None:
+    monkeypatch.setenv("STRIDENET_NUMBA", "0")
+    assert not compiled.available(np.float32) and not compiled.available(np.float64)
+
+
+def test_without_numba_it_is_off(monkeypatch) -> None:
+    monkeypatch.setitem(compiled._state, "kernels", None)
+    monkeypatch.setitem(sys.modules, "stridenet.functional._compiled_kernels", None)   # import raises ImportError
+    monkeypatch.delenv("STRIDENET_NUMBA", raising=False)
+    assert compiled._kernels() is None
+    assert not compiled.available(np.float32)
+
+
+def test_a_blas_with_32_bit_integers_is_not_called_from_compiled_code(monkeypatch) -> None:
+    """The compiled kernels pass 64-bit integers; a BLAS that takes 32-bit ones keeps the NumPy engine."""
+    narrow = ctypes.CFUNCTYPE(None)(lambda: None)
+    narrow.argtypes = [ctypes.c_int] * 14   # type: ignore[attr-defined]
+    monkeypatch.setattr(blas, "_routines", {np.dtype(np.float32): narrow, np.dtype(np.float64): narrow})
+    monkeypatch.setitem(compiled._state, "routines", None)
+    assert compiled._routines() == {}
+    assert not compiled.available(np.float32)
+
+
+def test_an_unknown_dtype_is_not_handled() -> None:
+    assert not compiled.available(np.float16)
+
+
+@pytest.mark.skipif(not blas.available(np.float32), reason="no BLAS gemm found: nothing to compile against")
+def test_with_numba_and_numpys_blas_it_is_on(monkeypatch) -> None:
+    pytest.importorskip("numba", reason="numba is not installed (pip install 'stridenet[fast]')")
+    monkeypatch.delenv("STRIDENET_NUMBA", raising=False)
+    if any(r.argtypes[3] is not ctypes.c_int64 for r in blas._find().values()):
+        pytest.skip("this NumPy's BLAS takes 32-bit integers: the compiled engine stays off by design")
+    assert compiled.available(np.float32) and compiled.available(np.float64)
