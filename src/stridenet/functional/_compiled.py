@@ -11,10 +11,10 @@ work (bias, ReLU and its mask, copying out, the bias gradient) in the same loops
 NumPy path needs several.
 
 The arithmetic is the NumPy path's: the same products in the same BLAS, the bias written before the
-first tap, float64 sums of the weight gradient in block order. Two sums differ in order only: the
-bias gradient is added pixel by pixel in float64 here (a float32 matrix-vector product there). A ReLU
-mask is applied by choosing, not multiplying, so an infinite gradient where the ReLU was off needs no
-second pass.
+first tap, float64 sums of the weight gradient in block order. One sum is added in another order:
+the bias gradient, pixel by pixel in float64 here (a float32 matrix-vector product there). A ReLU mask
+is applied by choosing, not multiplying, so an infinite gradient where the ReLU was off needs no
+second pass (and a gradient it blocks is +0 here, where the product may give -0).
 
 Used when numba can be imported, ``_blas`` found a routine with 64-bit integers (NumPy's own wheels'
 ``scipy_cblas_?gemm64_``), and ``STRIDENET_NUMBA`` is not ``0``; otherwise ``available`` is False and
@@ -26,6 +26,7 @@ it in a fraction of a second.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import warnings
 from typing import Any
@@ -133,7 +134,7 @@ def _kernels() -> Any:
     cannot set up its on-disk cache, which is said in a warning)."""
     if _state["kernels"] is None:
         try:
-            from stridenet.functional import _compiled_kernels
+            kernels = importlib.import_module("stridenet.functional._compiled_kernels")   # imports numba
         except ImportError:
             _state["kernels"] = False
         except RuntimeError as error:   # e.g. numba finds no writable cache directory
@@ -141,5 +142,5 @@ def _kernels() -> Any:
                           "convolutions run on NumPy alone", RuntimeWarning, stacklevel=2)
             _state["kernels"] = False
         else:
-            _state["kernels"] = _compiled_kernels
+            _state["kernels"] = kernels
     return _state["kernels"] or None
