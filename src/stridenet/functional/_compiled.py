@@ -104,6 +104,7 @@ def _wrap_routines() -> dict[np.dtype, Any]:
     try:
         import numba.experimental.function_type  # noqa: F401  (lets such an object be an argument)
         from numba import types
+        from numba.core.typing.typeof import typeof_impl
     except ImportError:
         return {}
 
@@ -112,12 +113,18 @@ def _wrap_routines() -> dict[np.dtype, Any]:
 
         def __init__(self, address: int, signature: Any) -> None:
             self._address, self._signature = address, signature
+            self.numba_type = types.FunctionType(signature)
 
         def __wrapper_address__(self) -> int:
             return self._address
 
         def signature(self) -> Any:
             return self._signature
+
+    @typeof_impl.register(Routine)
+    def _typeof_routine(routine: Routine, context: Any) -> Any:
+        """The routine's type, made once (numba would build it anew on every call)."""
+        return routine.numba_type
 
     routines = {}
     i32, i64 = types.int32, types.int64

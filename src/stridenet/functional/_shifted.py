@@ -25,7 +25,9 @@ The backward pass is the same trick twice:
   one copy of ``dout`` serves both products.
 
 Used for channels-last inputs, one group, stride 1 and padding at most D(k-1) on each side, when
-NumPy's BLAS is reachable (``_blas``); ``conv.py`` keeps its im2col path for everything else.
+NumPy's BLAS is reachable (``_blas``); ``conv.py`` keeps its im2col path for everything else. Each
+block is a handful of NumPy and BLAS calls here or, with numba installed, one compiled call that
+does the same work without the GIL (``_compiled``).
 """
 
 from __future__ import annotations
@@ -376,8 +378,9 @@ def _bordered(name: str, values: np.ndarray, layout: _Layout, positive: np.ndarr
 
     With a ReLU mask ``positive`` the values are taken through the ReLU on the way (``through_relu``;
     with ``exact=False`` its plain multiply, which the caller checks). Only this function writes these
-    scratch arrays, so when the last grid written to ``name`` by this thread had the same shape and
-    place, its zeros are still there and only the values are copied.
+    scratch arrays' gaps (a compiled kernel given one through ``_fresh_grid`` voids the record first),
+    so when the last grid written to ``name`` by this thread had the same shape and place, its zeros
+    are still there and only the values are copied.
     """
     B, h, w, C = values.shape
     grid = scratch(name, (layout.pixels(B), C), values.dtype)
