@@ -80,6 +80,19 @@ def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None,
                            products, tap_sums, *counts, grads, first, _or_empty(db, np.float64, 1), *_scalars(dtype))
 
 
+def max_pool_tiled_forward(x: np.ndarray, kernel: tuple[int, int], out: np.ndarray) -> None:
+    """Max pooling where the windows tile the image (stride = kernel, no padding): x (N, H, W, C) ->
+    out (N, H_out, W_out, C), both channels-last views, in one compiled pass."""
+    _kernels().max_pool_tiled_forward(x, *kernel, out)
+
+
+def max_pool_tiled_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray, kernel: tuple[int, int],
+                            dx: np.ndarray) -> None:
+    """Its gradient: dout, out (N, H_out, W_out, C), x (N, H, W, C) -> dx (N, H, W, C), in one pass,
+    by the rule of ``pool.max_pool2d_backward`` (first maximum; a NaN, the last NaN)."""
+    _kernels().max_pool_tiled_backward(dout, x, out, *kernel, dx)
+
+
 def _or_empty(a: np.ndarray | None, dtype: Any, ndim: int) -> np.ndarray:
     """``a``, or an empty array of its type: the compiled code takes arrays, not None."""
     return np.empty((0,) * ndim, dtype) if a is None else a

@@ -123,3 +123,61 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
     flat_grads, flat_sums = grads.reshape(-1), tap_sums.reshape(-1)
     for e in range(flat_sums.size):
         flat_grads[e] = flat_sums[e] if first else flat_grads[e] + flat_sums[e]
+
+
+@_jit
+def max_pool_tiled_forward(x, kh, kw, out):
+    """out (N, H_out, W_out, C) = the max of each kh x kw tile of x (N, H, W, C), channels-last; NaN wins,
+    as with ``np.maximum`` over the taps in row-major order (of a -0.0 and a 0.0, the first is kept)."""
+    N, H_out, W_out, C = out.shape
+    for n in range(N):
+        for oy in range(H_out):
+            for ox in range(W_out):
+                y0, x0 = oy * kh, ox * kw
+                m = out[n, oy, ox]
+                first = x[n, y0, x0]
+                for c in range(C):
+                    m[c] = first[c]
+                for t in range(1, kh * kw):
+                    tap = x[n, y0 + t // kw, x0 + t % kw]
+                    for c in range(C):
+                        v = tap[c]
+                        if v > m[c] or v != v:
+                            m[c] = v
+
+
+@_jit
+def max_pool_tiled_backward(dout, x, out, kh, kw, dx):
+    """dx (N, H, W, C) of tiled max pooling, channels-last: each tile's gradient goes to its first tap equal
+    to the max or, where the tile holds NaN, to its last NaN (PyTorch's rule); zeros elsewhere, also in the
+    rows and columns no tile covers."""
+    N, H_out, W_out, C = out.shape
+    H, W = x.shape[1], x.shape[2]
+    zero = dx.dtype.type(0)
+    chosen = np.empty(C, np.int64)
+    for n in range(N):
+        for y in range(H_out * kh, H):
+            for xx in range(W):
+                for c in range(C):
+                    dx[n, y, xx, c] = zero
+        for oy in range(H_out):
+            y0 = oy * kh
+            for i in range(kh):
+                for xx in range(W_out * kw, W):
+                    for c in range(C):
+                        dx[n, y0 + i, xx, c] = zero
+            for ox in range(W_out):
+                x0 = ox * kw
+                m, g = out[n, oy, ox], dout[n, oy, ox]
+                for c in range(C):
+                    chosen[c] = -1
+                for t in range(kh * kw):
+                    tap = x[n, y0 + t // kw, x0 + t % kw]
+                    for c in range(C):
+                        v = tap[c]
+                        if v != v or (chosen[c] < 0 and v == m[c]):   # the last NaN, else the first max
+                            chosen[c] = t
+                for t in range(kh * kw):
+                    target = dx[n, y0 + t // kw, x0 + t % kw]
+                    for c in range(C):
+                        target[c] = g[c] if chosen[c] == t else zero

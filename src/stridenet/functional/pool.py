@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stridenet.errors import ShapeError
+from stridenet.functional import _compiled
 from stridenet.functional._layout import empty_nchw, is_channels_last
 from stridenet.functional._parallel import image_slices, run_parallel
 from stridenet.functional.geometry import Pair, WindowAxis, pair, window_axes, window_slice
@@ -118,8 +119,24 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
     return out, MaxPool2dCache(x, out, axes)
 
 
+def _tiled(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis]) -> bool:
+    """Channels-last input whose windows tile it (stride = kernel, no padding or dilation)."""
+    return is_channels_last(x) and all(
+        a.stride == a.kernel and a.dilation == 1 and a.pad_lo == a.pad_hi == a.extra_hi == 0 for a in axes)
+
+
+def _compiled_tiles(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis]) -> bool:
+    """Whether the compiled engine (``_compiled``, numba) pools this range: tiled windows, channels-last."""
+    return _tiled(x, axes) and _compiled.available(x.dtype)
+
+
 def _max_of_taps(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], out: np.ndarray) -> None:
-    """Write each window's maximum into ``out``: the elementwise max of the taps' views."""
+    """Write each window's maximum into ``out``: the elementwise max of the taps' views (or one compiled
+    pass over tiled channels-last windows)."""
+    if _compiled_tiles(x, axes) and is_channels_last(out):
+        _compiled.max_pool_tiled_forward(x.transpose(0, 2, 3, 1), (axes[0].kernel, axes[1].kernel),
+                                         out.transpose(0, 2, 3, 1))
+        return
     taps = _taps(_padded(x, axes, -np.inf), axes)
     first = next(taps)
     second = next(taps, None)
@@ -147,6 +164,11 @@ def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
 def _route_to_max(dout: np.ndarray, x: np.ndarray, out: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
                   dx: np.ndarray, channels_last: bool) -> None:
     """Write ``dx`` for a range of images (``dout`` in the layout of ``x``; see ``max_pool2d_backward``)."""
+    if channels_last and _compiled_tiles(x, axes) and is_channels_last(out) and dout.dtype == x.dtype:
+        _compiled.max_pool_tiled_backward(dout.transpose(0, 2, 3, 1), x.transpose(0, 2, 3, 1),
+                                          out.transpose(0, 2, 3, 1), (axes[0].kernel, axes[1].kernel),
+                                          dx.transpose(0, 2, 3, 1))
+        return
     # Sums are one pass without temporaries: finite means no NaN/inf inside. A non-finite gradient
     # sum (or an overflow) takes the exact general rule, only slower; infinite maxima are fine.
     with np.errstate(over="ignore", invalid="ignore"):
@@ -159,8 +181,7 @@ def _route_to_max(dout: np.ndarray, x: np.ndarray, out: np.ndarray, axes: tuple[
         return
     # From here on, multiplying by a 0/1 mask is exact (finite gradients) and a window's max equals
     # at least one of its taps (no NaN); NaN padding equals nothing.
-    if channels_last and all(a.stride == a.kernel and a.dilation == 1 and a.pad_lo == a.pad_hi == a.extra_hi == 0
-                             for a in axes):
+    if _tiled(x, axes):
         _tiled_backward(dout, x, out, axes, dx)
         return
     dxp = _zeros_padded(x.shape, axes, dout.dtype, channels_last)

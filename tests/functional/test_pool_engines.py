@@ -1,0 +1,102 @@
+"""Max pooling over tiling windows of channels-last input, under both engines.
+
+With numba installed, windows that tile a channels-last input (stride = kernel, no padding or dilation:
+the 2x2 pools of most CNNs) are pooled by one compiled pass forward and one backward
+(``functional._compiled``); otherwise by the NumPy code of ``pool.py``. Every case here runs under
+both engines, against the naive loops, and the two engines must agree bit for bit, NaN, infinities,
+ties included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import stridenet.functional._compiled as compiled
+from reference import naive
+from reference.layouts import channels_last
+from stridenet.functional import max_pool2d_backward, max_pool2d_forward
+from stridenet.functional._layout import is_channels_last
+
+# (N, C, H, W), kernel: sizes that leave rows and columns no window covers, one-row windows, 1x1
+CASES = {
+    "2x2": ((3, 5, 8, 6), (2, 2)),
+    "2x2-uncovered-edges": ((2, 4, 9, 7), (2, 2)),
+    "3x3": ((2, 3, 10, 9), (3, 3)),
+    "2x3": ((2, 6, 6, 8), (2, 3)),
+    "1x1": ((2, 3, 4, 4), (1, 1)),
+    "whole-image": ((2, 3, 4, 5), (4, 5)),
+}
+
+
+@pytest.fixture(params=["numpy", "compiled"])
+def engine(request, monkeypatch) -> str:
+    monkeypatch.setenv("STRIDENET_NUMBA", "0" if request.param == "numpy" else "1")
+    if request.param == "compiled" and not compiled.available(np.float32):
+        pytest.skip("numba is not installed (pip install 'stridenet[fast]'): the compiled pooling never runs")
+    return request.param
+
+
+def _inputs(shape: tuple[int, ...], dtype: type, seed: int) -> np.ndarray:
+    """ReLU-like values: many exact zeros, so most windows tie."""
+    return np.maximum(np.random.default_rng(seed).standard_normal(shape), 0).astype(dtype)
+
+
+def _both_engines(x: np.ndarray, kernel: tuple[int, int], dout: np.ndarray, monkeypatch):
+    results = []
+    for setting in ("1", "0"):
+        monkeypatch.setenv("STRIDENET_NUMBA", setting)
+        out, cache = max_pool2d_forward(x, kernel)
+        results.append((out, max_pool2d_backward(dout, cache)))
+    return results
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", CASES)
+def test_tiled_max_pool_matches_the_naive_loops(name: str, dtype: type, engine: str) -> None:
+    shape, kernel = CASES[name]
+    x = _inputs(shape, dtype, seed=1)
+    out, cache = max_pool2d_forward(channels_last(x), kernel)
+    dout = np.random.default_rng(2).standard_normal(out.shape).astype(dtype)
+    dx = max_pool2d_backward(channels_last(dout), cache)
+    np.testing.assert_array_equal(out, naive.max_pool2d_forward(x, kernel, kernel))
+    np.testing.assert_array_equal(dx, naive.max_pool2d_backward(dout, x, kernel, kernel))
+    assert is_channels_last(out) and is_channels_last(dx) and out.dtype == dx.dtype == dtype
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_engines_agree_on_nan_infinities_and_signed_zeros(name: str, monkeypatch) -> None:
+    """NaN wins its window and takes its gradient (the last NaN, as PyTorch); infinite maxima and
+    infinite or NaN gradients are routed, not multiplied; -0.0 and 0.0 tie and the first takes the
+    gradient (the max's own sign is IEEE's choice: NumPy's SIMD max and the compiled loop may differ)."""
+    monkeypatch.delenv("STRIDENET_NUMBA", raising=False)
+    if not compiled.available(np.float32):
+        pytest.skip("numba is not installed (pip install 'stridenet[fast]'): only one engine to compare")
+    shape, kernel = CASES[name]
+    x = _inputs(shape, np.float32, seed=3)
+    x[0, 0, 0, 0] = np.nan
+    x[0, 1, 0, :2] = np.nan
+    x[1, 0, :, 0] = np.inf
+    x[1, 1, 0, 0], x[1, 1, 0, 1] = -0.0, 0.0
+    x[-1, -1] = -np.inf
+    out_shape = (*shape[:2], shape[2] // kernel[0], shape[3] // kernel[1])
+    dout = np.random.default_rng(4).standard_normal(out_shape).astype(np.float32)
+    dout[0, 0, 0, 0], dout[-1, -1, -1, -1], dout[1, 0, 0, 0] = np.inf, np.nan, -np.inf
+    (out_c, dx_c), (out_n, dx_n) = _both_engines(channels_last(x), kernel, channels_last(dout), monkeypatch)
+    np.testing.assert_array_equal(out_c, out_n)
+    np.testing.assert_array_equal(dx_c, dx_n)
+    assert np.isnan(out_c[0, 0, 0, 0]) and np.isnan(out_c[0, 1, 0, 0])
+    if kernel[1] > 1:   # the second NaN of the row takes the window's gradient
+        assert dx_c[0, 1, 0, 1] == dout[0, 1, 0, 0] and dx_c[0, 1, 0, 0] == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_gradient_in_the_other_layout_and_an_nchw_input_still_pool_right(dtype: type, engine: str) -> None:
+    """Only channels-last input takes the tiled kernels; NCHW input and an NCHW gradient are handled too."""
+    x = _inputs((2, 3, 6, 6), dtype, seed=5)
+    dout = np.random.default_rng(6).standard_normal((2, 3, 3, 3)).astype(dtype)
+    expected = naive.max_pool2d_backward(dout, x, (2, 2), (2, 2))
+    for layout in (np.ascontiguousarray, channels_last):
+        out, cache = max_pool2d_forward(layout(x), 2)
+        np.testing.assert_array_equal(out, naive.max_pool2d_forward(x, (2, 2), (2, 2)))
+        np.testing.assert_array_equal(max_pool2d_backward(dout, cache), expected)   # dout NCHW-contiguous
