@@ -518,13 +518,18 @@ def test_grids_reused_without_rezeroing_stay_correct(spy: Spy) -> None:
     geometry with new values, another geometry in the same buffers, then the first again, all exact."""
     first, second = CASES["3x3-pad1"], CASES["3x3-asymmetric"]          # same C, H, W; other padding
     for case, seed in ((first, 1), (first, 2), (second, 3), (first, 4)):
-        x, w, b, dout = make_arrays(case, seed)
-        got = convolve(case, *cast((x, w, b, dout), np.float64, "channels_last"))
-        pad = explicit_padding(case)
-        expected = (naive.conv2d_forward(x, w, b, (1, 1), pad), *naive.conv2d_backward(dout, x, w, (1, 1), pad))
-        for ours, theirs, what in zip(got, expected, ("out", "dx", "dw", "db"), strict=True):
-            assert_close(ours, theirs, np.float64, f"{what}, seed {seed}")
+        _assert_matches_naive_in_float64(case, seed, f"seed {seed}")
     assert spy.forward and spy.backward
+
+
+def _assert_matches_naive_in_float64(case: Case, seed: int, label: str) -> None:
+    """out, dx, dw, db of the channels-last float64 arrays of ``seed`` against the naive loops."""
+    x, w, b, dout = make_arrays(case, seed)
+    got = convolve(case, *cast((x, w, b, dout), np.float64, "channels_last"))
+    pad = explicit_padding(case)
+    expected = (naive.conv2d_forward(x, w, b, (1, 1), pad), *naive.conv2d_backward(dout, x, w, (1, 1), pad))
+    for ours, theirs, what in zip(got, expected, ("out", "dx", "dw", "db"), strict=True):
+        assert_close(ours, theirs, np.float64, f"{what}, {label}")
 
 
 # -- the fused ReLU's gradient grid, the bias and the sums -------------------------------------------
@@ -595,9 +600,4 @@ def test_a_grid_the_compiled_engine_wrote_is_zeroed_again_for_the_numpy_engine(e
     first, smaller = CASES["3x3-pad1"], Case(2, 9, 6, 6, 4, (3, 3), 0)   # padding 0: a smaller grid, other gaps
     for case, seed, setting in ((first, 1, "0"), (smaller, 2, "1"), (first, 3, "0")):
         monkeypatch.setenv("STRIDENET_NUMBA", setting)
-        x, w, b, dout = make_arrays(case, seed)
-        got = convolve(case, *cast((x, w, b, dout), np.float64, "channels_last"))
-        pad = explicit_padding(case)
-        expected = (naive.conv2d_forward(x, w, b, (1, 1), pad), *naive.conv2d_backward(dout, x, w, (1, 1), pad))
-        for ours, theirs, what in zip(got, expected, ("out", "dx", "dw", "db"), strict=True):
-            assert_close(ours, theirs, np.float64, f"{what}, seed {seed}, STRIDENET_NUMBA={setting}")
+        _assert_matches_naive_in_float64(case, seed, f"seed {seed}, STRIDENET_NUMBA={setting}")

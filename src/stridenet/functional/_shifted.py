@@ -129,17 +129,12 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, ax
     ``dx_matrices`` the input gradient's taps (``taps(w, flip=True)``; None without ``dx``); with a
     ReLU mask ``positive`` (as ``dout``), each block of ``dout`` is taken through the ReLU first.
     """
-    N, H, W, C = x.shape
-    K = dout.shape[3]
+    N, C, K = x.shape[0], x.shape[3], dout.shape[3]
     h, v = axes
-    layout = _Layout.of(axes)
-    gradient_axes = _gradient_axes(axes)
-    gradient_layout = _Layout.of(gradient_axes)
-    # With 'same' padding the padded output gradient lies on the input's grid, ``lead`` rows later.
-    same = (gradient_layout.gap_h, gradient_layout.gap_w) == (layout.gap_h, layout.gap_w) and (h.out, v.out) == (H, W)
     db = np.zeros(K, np.float64) if has_bias else None
     if _compiled.available(x.dtype):
-        return _compiled_backward(x, dout, dx_matrices, axes, dx, positive, same, db), db
+        return _compiled_backward(x, dout, dx_matrices, axes, dx, positive, db), db
+    layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
     grads: np.ndarray | None = None
     for block in blocks(N, axes, C, K, x.itemsize, backward=True):
         n0, n1 = block.start, block.stop
@@ -169,16 +164,13 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, ax
 
 
 def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, axes: Axes,
-                       dx: np.ndarray | None, positive: np.ndarray | None, same: bool,
-                       db: np.ndarray | None) -> np.ndarray:
+                       dx: np.ndarray | None, positive: np.ndarray | None, db: np.ndarray | None) -> np.ndarray:
     """``backward`` with each block one compiled call (``_compiled.backward_block``): returns the sums for ``dw``
     and adds into ``db``."""
     N, H, W, C = x.shape
     K = dout.shape[3]
     h, v = axes
-    layout = _Layout.of(axes)
-    gradient_axes = _gradient_axes(axes)
-    gradient_layout = _Layout.of(gradient_axes)
+    layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
     grads = np.empty((h.kernel * v.kernel, C, K), np.float64)
     unused = np.empty((0, 0), x.dtype)
     dx_shifts = gradient_layout.shift_array(gradient_axes) if dx is not None else np.empty(0, np.int64)
@@ -273,6 +265,19 @@ class _Layout(NamedTuple):
         """The (images, out_h, out_w, channels) view of output pixels numbered from this grid's lead."""
         rows = grid[self.lead * self.width:].reshape(-1)[:images * self.rows_per_image * self.width * grid.shape[1]]
         return rows.reshape(images, self.rows_per_image, self.width, grid.shape[1])[:, :out_h, :out_w]
+
+
+@functools.cache
+def _backward_layouts(axes: Axes) -> tuple[_Layout, Axes, _Layout, bool]:
+    """The input's grid layout, the input gradient's convolution and its grid layout, and whether
+    padding is 'same' (then the padded output gradient lies on the input's grid, ``lead`` rows later)."""
+    h, v = axes
+    layout = _Layout.of(axes)
+    gradient_axes = _gradient_axes(axes)
+    gradient_layout = _Layout.of(gradient_axes)
+    same = (gradient_layout.gap_h, gradient_layout.gap_w) == (layout.gap_h, layout.gap_w) \
+        and (h.out, v.out) == (h.size, v.size)
+    return layout, gradient_axes, gradient_layout, same
 
 
 @functools.cache

@@ -133,7 +133,7 @@ def _compiled_tiles(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis]) -> bool:
 def _max_of_taps(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], out: np.ndarray) -> None:
     """Write each window's maximum into ``out``: the elementwise max of the taps' views (or one compiled
     pass over tiled channels-last windows)."""
-    if _compiled_tiles(x, axes) and is_channels_last(out):
+    if _compiled_tiles(x, axes):   # out has x's layout
         _compiled.max_pool_tiled_forward(x.transpose(0, 2, 3, 1), (axes[0].kernel, axes[1].kernel),
                                          out.transpose(0, 2, 3, 1))
         return
@@ -164,7 +164,7 @@ def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
 def _route_to_max(dout: np.ndarray, x: np.ndarray, out: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
                   dx: np.ndarray, channels_last: bool) -> None:
     """Write ``dx`` for a range of images (``dout`` in the layout of ``x``; see ``max_pool2d_backward``)."""
-    if channels_last and _compiled_tiles(x, axes) and is_channels_last(out) and dout.dtype == x.dtype:
+    if _compiled_tiles(x, axes) and dout.dtype == x.dtype:   # out, dout and dx share x's layout
         _compiled.max_pool_tiled_backward(dout.transpose(0, 2, 3, 1), x.transpose(0, 2, 3, 1),
                                           out.transpose(0, 2, 3, 1), (axes[0].kernel, axes[1].kernel),
                                           dx.transpose(0, 2, 3, 1))
