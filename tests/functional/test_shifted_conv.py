@@ -591,12 +591,11 @@ def test_column_sums_add_the_first_rows_in_the_grids_precision(dtype: type) -> N
 
 
 @needs_blas
-def test_a_grid_the_compiled_engine_wrote_is_zeroed_again_for_the_numpy_engine(engine: str, monkeypatch) -> None:
+def test_a_grid_the_compiled_engine_wrote_is_zeroed_again_for_the_numpy_engine(monkeypatch) -> None:
     """The NumPy engine skips re-zeroing a grid whose layout it laid out last; the compiled engine writes
     its own layout into the same scratch, so it must void that record, or the old layout's gaps would
-    keep the other's values."""
-    if engine == "numpy":
-        pytest.skip("switches engines itself")
+    keep the other's values. (The test switches engines itself; under either setting of the module's
+    fixture it runs the same sequence.)"""
     first, smaller = CASES["3x3-pad1"], Case(2, 9, 6, 6, 4, (3, 3), 0)   # padding 0: a smaller grid, other gaps
     for case, seed, setting in ((first, 1, "0"), (smaller, 2, "1"), (first, 3, "0")):
         monkeypatch.setenv("STRIDENET_NUMBA", setting)
