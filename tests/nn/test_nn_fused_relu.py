@@ -114,3 +114,71 @@ def test_errors_in_a_fused_pair_name_the_layer() -> None:
         pair.backward(np.zeros((2, 4, 4, 3), np.float32))
     with pytest.raises(RuntimeError, match=r"ReLU\(\): backward called before forward"):
         pair.backward(np.zeros((2, 4, 4, 4), np.float32))
+
+
+# -- inference: Conv2d, ReLU and a tiling MaxPool2d as one pass --------------------------------------
+def _pool_model(pool: nn.MaxPool2d) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, 12, 3, padding=1, rng=0), nn.ReLU(),
+                         nn.Conv2d(12, 16, 3, padding=1, rng=1), nn.ReLU(), pool,     # shifted path, then pool
+                         nn.Flatten())
+
+
+def _fused_calls(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    original = nn.Conv2d.forward_relu_pool
+
+    def recorded(self, x, relu, pool):
+        calls.append(x.shape[0])
+        return original(self, x, relu, pool)
+
+    monkeypatch.setattr(nn.Conv2d, "forward_relu_pool", recorded)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inference_fuses_conv_relu_and_a_tiling_pool_with_the_same_numbers(dtype, monkeypatch) -> None:
+    model = _pool_model(nn.MaxPool2d(2)).astype(dtype)
+    x = np.random.default_rng(1).standard_normal((4, 3, 10, 10)).astype(dtype)
+    expected = model(x)                                          # training mode: no pool fusion
+    calls = _fused_calls(monkeypatch)
+    with nn.no_grad():
+        got = model(x)
+    assert calls == [4]
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2, stride=1), nn.MaxPool2d(3, stride=3, padding=1),
+                                  nn.MaxPool2d(2, ceil_mode=True), nn.MaxPool2d(2, dilation=2)],
+                         ids=["overlapping", "padded", "ceil-mode", "dilated"])
+def test_pools_whose_windows_do_not_tile_run_on_their_own(pool, monkeypatch) -> None:
+    model = _pool_model(pool)
+    x = np.random.default_rng(2).standard_normal((2, 3, 9, 9)).astype(np.float32)
+    expected = model(x)
+    calls = _fused_calls(monkeypatch)
+    with nn.no_grad():
+        np.testing.assert_array_equal(model(x), expected)
+    assert calls == []
+
+
+def test_a_pool_whose_forward_was_replaced_is_not_fused(monkeypatch) -> None:
+    model = _pool_model(nn.MaxPool2d(2))
+    seen = []
+    pool = model[4]
+    pool.forward = lambda x: seen.append(x.shape) or nn.MaxPool2d.forward(pool, x)
+    calls = _fused_calls(monkeypatch)
+    with nn.no_grad():
+        model(np.zeros((2, 3, 8, 8), np.float32))
+    assert calls == [] and seen == [(2, 16, 8, 8)]
+
+
+def test_the_fused_inference_pass_is_refused_with_gradients_on_and_leaves_no_stale_cache() -> None:
+    model = _pool_model(nn.MaxPool2d(2))
+    x = np.ones((2, 3, 8, 8), np.float32)
+    with pytest.raises(RuntimeError, match="inside no_grad"):
+        model[2].forward_relu_pool(x, model[3], model[4])
+    model(x)                                                    # training forward: caches set
+    with nn.no_grad():
+        model(x)                                                # fused: the three layers' caches cleared
+    for layer, shape in ((model[4], (2, 16, 4, 4)), (model[3], (2, 16, 8, 8)), (model[2], (2, 16, 8, 8))):
+        with pytest.raises(RuntimeError, match="backward called before forward"):
+            layer.backward(np.ones(shape, np.float32))

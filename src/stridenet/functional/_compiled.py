@@ -49,16 +49,18 @@ def available(dtype: np.dtype) -> bool:
 
 def forward_block(x: np.ndarray, grid: np.ndarray, grid_shape: tuple[int, int, int], shifts: np.ndarray,
                   matrices: np.ndarray, bias: np.ndarray | None, products: np.ndarray, count: int,
-                  out: np.ndarray, rectify: bool, positive: np.ndarray | None) -> None:
+                  out: np.ndarray, rectify: bool, positive: np.ndarray | None, pool: tuple[int, int] = (1, 1)) -> None:
     """One block of ``_shifted.forward``: x (B, H, W, C) -> out (B, H_out, W_out, K), rectified if
-    ``rectify``, its mask of positive values into ``positive`` unless None.
+    ``rectify``, its mask of positive values into ``positive`` unless None; with a ``pool`` window
+    (kh, kw) other than (1, 1), out is instead the max of each tile of that size, (B, H_out // kh,
+    W_out // kw, K) (``positive`` must then be None: for inference).
 
     ``grid`` (pixels, C) and ``products`` (pixels, K) are scratch arrays, ``grid_shape`` the layout's
     (lead, width, rows_per_image), ``shifts`` the taps' shifts (int64), ``count`` the grid pixels to compute.
     """
     kernels, dtype = _kernels(), out.dtype
     kernels.forward_block(_routines()[dtype], x, grid, *grid_shape, shifts, matrices, _or_empty(bias, dtype, 1),
-                          products, count, out, rectify, _or_empty(positive, np.bool_, 4), *_scalars(dtype))
+                          products, count, out, rectify, _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
 
 
 def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None, dx: np.ndarray | None,

@@ -87,13 +87,15 @@ def blocks(N: int, axes: Axes, channels: int, filters: int, itemsize: int, backw
 
 
 def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axes, out: np.ndarray,
-            rectify: bool = False, positive: np.ndarray | None = None) -> None:
+            rectify: bool = False, positive: np.ndarray | None = None, pool: tuple[int, int] = (1, 1)) -> None:
     """x (N, H, W, C) (any strides) convolved with ``matrices`` (``taps(w)``) -> out (N, H_out, W_out, K) (contiguous).
 
     The bias is written into the products' rows before the first tap, so the BLAS adds every tap
     onto it. With ``rectify`` each block goes through a ReLU while it is copied out of the products,
-    and its mask of positive values into ``positive`` (as ``out``) unless that is None.
-    Each block is one compiled call where ``_compiled`` is available, else NumPy and BLAS calls.
+    and its mask of positive values into ``positive`` (as ``out``) unless that is None. With a
+    ``pool`` window (kh, kw) other than (1, 1), ``out`` (N, H_out // kh, W_out // kw, K) receives the
+    max of each tile of that size instead, pooled while the block is in cache (``positive`` None: for
+    inference). Each block is one compiled call where ``_compiled`` is available, else NumPy and BLAS calls.
     """
     K = matrices.shape[2]
     h, v = axes
@@ -108,17 +110,32 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
                 x[n0:n1], _fresh_grid("grid_x", layout.pixels(B), x.shape[3], x.dtype), layout.extent,
                 layout.shift_array(axes), matrices, b,
                 scratch("shifted_out", (layout.at_start().pixels(B), K), x.dtype),
-                layout.count(B, h.out, v.out), out[n0:n1], rectify, mask)
+                layout.count(B, h.out, v.out), out[n0:n1], rectify, mask, pool)
             continue
         grid = _bordered("grid_x", x[n0:n1], layout)
         valid = _sum_of_shifted(grid, layout, axes, matrices, n1 - n0, "shifted_out", b)
         dst = out[n0:n1]
+        if pool != (1, 1):
+            _max_of_tiles(valid, pool, dst)
+            valid = dst
         if not rectify:
-            np.copyto(dst, valid)
+            if valid is not dst:
+                np.copyto(dst, valid)
             continue
         np.maximum(valid, x.dtype.type(0), out=dst)
         if mask is not None:
             np.greater(dst, 0, out=mask)
+
+
+def _max_of_tiles(values: np.ndarray, pool: tuple[int, int], out: np.ndarray) -> None:
+    """out (B, H // kh, W // kw, K) = the max of each kh x kw tile of values (B, H, W, K), as
+    ``pool.max_pool2d_forward`` takes it: ``np.maximum`` over the taps in row-major order."""
+    kh, kw = pool
+    rows, cols = out.shape[1] * kh, out.shape[2] * kw
+    taps = [values[:, i:rows:kh, j:cols:kw] for i in range(kh) for j in range(kw)]
+    np.maximum(taps[0], taps[1], out=out)
+    for tap in taps[2:]:
+        np.maximum(out, tap, out=out)
 
 
 def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, axes: Axes, has_bias: bool,

@@ -46,6 +46,7 @@ from stridenet.functional.geometry import (
     window_axes,
     window_axis,
 )
+from stridenet.functional.pool import max_pool2d_forward
 
 PaddingArg = int | tuple[int, int] | str | Padding2d
 
@@ -139,6 +140,38 @@ def conv2d_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stri
         ``conv2d_backward``) and the ReLU's mask (for ``relu_backward``; None without ``keep_mask``).
     """
     return _convolve(x, w, b, stride, padding, dilation, groups, rectify=True, keep_mask=keep_mask)
+
+
+def conv2d_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, pool_size: tuple[int, int],
+                             stride: int | tuple[int, int] = 1, padding: PaddingArg = 0,
+                             dilation: int | tuple[int, int] = 1, groups: int = 1) -> np.ndarray:
+    """``max_pool2d_forward(relu_forward(conv2d_forward(x, ...)), pool_size)`` for inference: the pooled output
+    only, no caches, the same numbers (of a -0.0 and a 0.0, either sign may come out).
+
+    For a stride-1 convolution on the shifted path (``_shifted``), each block of output is rectified
+    and pooled (windows of ``pool_size``, stride = window, no padding) while it is in cache, and only
+    the pooled values are written; other convolutions run the three steps in turn.
+
+    Shape:
+        (N, C, H, W) -> (N, K, H_out // kh, W_out // kw), laid out channels-last.
+    """
+    _check_inputs(x, w, b, groups)
+    kernel = (w.shape[2], w.shape[3])
+    stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
+    pad_arg = resolve_padding(padding, kernel, stride, dilation, (x.shape[2], x.shape[3]))
+    axes = window_axes(x.shape, kernel, stride, dilation, pad_arg)
+    kh, kw = pool_size
+    fused = (groups == 1 and x.shape[1] > CM_MAX_CHANNELS and axes[0].out >= kh and axes[1].out >= kw
+             and _shifted.applies(axes, groups, x.shape[1], w.shape[0], x.dtype))
+    if not fused:
+        rectified = _convolve(x, w, b, stride, padding, dilation, groups, rectify=True, keep_mask=False)[0]
+        return max_pool2d_forward(rectified, pool_size)[0]
+    x = x.transpose(0, 2, 3, 1)                                     # (N, H, W, C) view
+    out = np.empty((x.shape[0], axes[0].out // kh, axes[1].out // kw, w.shape[0]), x.dtype)
+    taps = _shifted.taps(w)
+    slices = _shifted_slices(x, out, axes, backward=False)
+    run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], True, None, (kh, kw)), slices)
+    return as_nchw(out)
 
 
 def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | tuple[int, int],

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from stridenet.functional.conv import PaddingArg, conv2d_backward, conv2d_forward, conv2d_relu_forward
+from stridenet.functional.conv import (
+    PaddingArg,
+    conv2d_backward,
+    conv2d_forward,
+    conv2d_relu_forward,
+    conv2d_relu_pool_forward,
+)
 from stridenet.nn._args import non_negative_pair, positive_int, positive_pair, show_pair
 from stridenet.nn.activation import ReLU
 from stridenet.nn.init import RngLike, as_generator, fans, torch_default_bias, torch_default_weight
@@ -87,6 +93,20 @@ class Conv2d(Layer):
                 self.dilation, self.groups, keep_mask=grad_enabled())
         self._keep(cache)
         relu._keep(positive)
+        return out
+
+    def forward_relu_pool(self, x: np.ndarray, relu: ReLU, pool: Layer) -> np.ndarray:
+        """``pool(relu(self(x)))`` for inference (inside ``no_grad``: no layer keeps a cache), with the ReLU
+        and the max pooling (a ``MaxPool2d`` whose windows tile its input: stride = window, no padding)
+        done on each block of output while it is in cache (``functional.conv2d_relu_pool_forward``).
+        ``Sequential`` uses it for a Conv2d, a ReLU and such a MaxPool2d in a row."""
+        if grad_enabled():
+            raise RuntimeError(f"{self!r}: forward_relu_pool keeps no cache for backward; call it inside no_grad()")
+        with located(self):
+            out = conv2d_relu_pool_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
+                                           pool.kernel_size, self.stride, self.padding, self.dilation, self.groups)
+        for layer in (self, relu, pool):
+            layer._keep(None)                  # as each would in no_grad: no stale cache from an earlier pass
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
