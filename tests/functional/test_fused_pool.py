@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import stridenet.functional._compiled as compiled
 import stridenet.functional._shifted as shifted
 from stridenet.functional import conv2d_forward, conv2d_relu_pool_forward, max_pool2d_forward, relu_forward
 from stridenet.functional._layout import is_channels_last
@@ -25,14 +24,6 @@ CASES = {
     "few-channels": ((2, 3, 8, 8, 4), 3, 1, 1, (2, 2)),
     "stride-2": ((2, 9, 12, 12, 4), 3, 2, 1, (2, 2)),
 }
-
-
-@pytest.fixture(params=["numpy", "compiled"])
-def engine(request, monkeypatch) -> str:
-    monkeypatch.setenv("STRIDENET_NUMBA", "0" if request.param == "numpy" else "1")
-    if request.param == "compiled" and not compiled.available(np.float32):
-        pytest.skip("numba is not installed (pip install 'stridenet[fast]'): the compiled blocks never run")
-    return request.param
 
 
 def _arrays(case, dtype, seed=0):

@@ -29,14 +29,6 @@ CASES = {
 }
 
 
-@pytest.fixture(params=["numpy", "compiled"])
-def engine(request, monkeypatch) -> str:
-    monkeypatch.setenv("STRIDENET_NUMBA", "0" if request.param == "numpy" else "1")
-    if request.param == "compiled" and not compiled.available(np.float32):
-        pytest.skip("numba is not installed (pip install 'stridenet[fast]'): the compiled pooling never runs")
-    return request.param
-
-
 def _inputs(shape: tuple[int, ...], dtype: type, seed: int) -> np.ndarray:
     """ReLU-like values: many exact zeros, so most windows tie."""
     return np.maximum(np.random.default_rng(seed).standard_normal(shape), 0).astype(dtype)

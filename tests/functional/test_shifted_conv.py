@@ -208,14 +208,10 @@ def spy(monkeypatch) -> Spy:
     return calls
 
 
-@pytest.fixture(autouse=True, params=["numpy", "compiled"])
-def engine(request, monkeypatch) -> str:
-    """Every test runs twice: with the blocks as NumPy and BLAS calls, and as compiled calls (``_compiled``,
-    skipped without numba). The same numbers are expected of both."""
-    monkeypatch.setenv("STRIDENET_NUMBA", "0" if request.param == "numpy" else "1")
-    if request.param == "compiled" and not compiled.available(np.float32):
-        pytest.skip("numba is not installed (pip install 'stridenet[fast]'): the compiled blocks never run")
-    return request.param
+@pytest.fixture(autouse=True)
+def _under_both_engines(engine: str) -> None:
+    """Every test here runs twice: with the blocks as NumPy and BLAS calls, and as compiled calls
+    (``_compiled``; conftest's ``engine``)."""
 
 
 @contextmanager

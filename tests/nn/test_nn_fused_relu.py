@@ -182,3 +182,14 @@ def test_the_fused_inference_pass_is_refused_with_gradients_on_and_leaves_no_sta
     for layer, shape in ((model[4], (2, 16, 4, 4)), (model[3], (2, 16, 8, 8)), (model[2], (2, 16, 8, 8))):
         with pytest.raises(RuntimeError, match="backward called before forward"):
             layer.backward(np.ones(shape, np.float32))
+
+
+def test_an_error_in_the_fused_inference_pass_names_the_layer_at_fault() -> None:
+    """A pool window larger than the convolution's output: the same error, from the MaxPool2d, as without fusion."""
+    model = _pool_model(nn.MaxPool2d(4))
+    x = np.zeros((1, 3, 3, 3), np.float32)                      # 3x3 output, 4x4 windows
+    with pytest.raises(ShapeError) as unfused:
+        model(x)
+    with nn.no_grad(), pytest.raises(ShapeError) as fused:
+        model(x)
+    assert str(fused.value) == str(unfused.value) and "MaxPool2d" in str(fused.value)

@@ -155,15 +155,9 @@ def conv2d_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
     Shape:
         (N, C, H, W) -> (N, K, H_out // kh, W_out // kw), laid out channels-last.
     """
-    _check_inputs(x, w, b, groups)
-    kernel = (w.shape[2], w.shape[3])
-    stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
-    pad_arg = resolve_padding(padding, kernel, stride, dilation, (x.shape[2], x.shape[3]))
-    axes = window_axes(x.shape, kernel, stride, dilation, pad_arg)
+    axes = _checked_axes(x, w, b, stride, padding, dilation, groups)
     kh, kw = pool_size
-    fused = (groups == 1 and x.shape[1] > CM_MAX_CHANNELS and axes[0].out >= kh and axes[1].out >= kw
-             and _shifted.applies(axes, groups, x.shape[1], w.shape[0], x.dtype))
-    if not fused:
+    if not (_path(x, w, axes, groups) == "shifted" and axes[0].out >= kh and axes[1].out >= kw):
         rectified = _convolve(x, w, b, stride, padding, dilation, groups, rectify=True, keep_mask=False)[0]
         return max_pool2d_forward(rectified, pool_size)[0]
     x = x.transpose(0, 2, 3, 1)                                     # (N, H, W, C) view
@@ -178,11 +172,8 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
               padding: PaddingArg, dilation: int | tuple[int, int], groups: int,
               rectify: bool, keep_mask: bool) -> tuple[np.ndarray, Conv2dCache, np.ndarray | None]:
     """The forward pass, with a ReLU on the output if ``rectify`` (and its mask returned if ``keep_mask``)."""
-    _check_inputs(x, w, b, groups)
-    kernel = (w.shape[2], w.shape[3])
-    stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
-    pad_arg = resolve_padding(padding, kernel, stride, dilation, (x.shape[2], x.shape[3]))
-    axes = window_axes(x.shape, kernel, stride, dilation, pad_arg)
+    axes = _checked_axes(x, w, b, stride, padding, dilation, groups)
+    path = _path(x, w, axes, groups)
     out = np.empty((x.shape[0], axes[0].out, axes[1].out, w.shape[0]), x.dtype)   # (N, H_out, W_out, K)
     positive = np.empty(out.shape, bool) if rectify and keep_mask else None
 
@@ -191,11 +182,11 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
             return None
         return _rectifier(None if positive is None else positive[images].reshape(-1, w.shape[0]))
 
-    if groups == 1 and x.shape[1] <= CM_MAX_CHANNELS:
+    if path == "cm":
         x = np.ascontiguousarray(x)
         layout = "cm"
         run_parallel(lambda s: _forward_cm(x[s], w, b, axes, out[s], epilogue(s)), _image_slices(x, out))
-    elif _shifted.applies(axes, groups, x.shape[1], w.shape[0], x.dtype):
+    elif path == "shifted":
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; padded block by block
         layout = "nhwc"
         taps = _shifted.taps(w)
@@ -209,6 +200,24 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
         run_parallel(lambda s: _forward_nhwc(x[s], w_rows, b, axes, out[s], epilogue(s)), _image_slices(x, out))
     cache = Conv2dCache(x, w, axes, groups, b is not None, layout)
     return as_nchw(out), cache, None if positive is None else as_nchw(positive)
+
+
+def _checked_axes(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | tuple[int, int],
+                  padding: PaddingArg, dilation: int | tuple[int, int], groups: int) -> tuple[WindowAxis, WindowAxis]:
+    """The window geometry of a convolution, after checking its operands."""
+    _check_inputs(x, w, b, groups)
+    kernel = (w.shape[2], w.shape[3])
+    stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
+    pad_arg = resolve_padding(padding, kernel, stride, dilation, (x.shape[2], x.shape[3]))
+    return window_axes(x.shape, kernel, stride, dilation, pad_arg)
+
+
+def _path(x: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis], groups: int) -> str:
+    """Which forward path a convolution takes: "cm" (few input channels: channel-major columns),
+    "shifted" (``_shifted``'s products) or "nhwc" (im2col columns)."""
+    if groups == 1 and x.shape[1] <= CM_MAX_CHANNELS:
+        return "cm"
+    return "shifted" if _shifted.applies(axes, groups, x.shape[1], w.shape[0], x.dtype) else "nhwc"
 
 
 # Runs on each block of output right after its product wrote it: (the block's (rows, K) values, which

@@ -58,7 +58,10 @@ class Sequential(Layer):
         while i < len(layers):
             if (i + 2 < len(layers) and not grad_enabled() and _fuses_relu(layers[i], layers[i + 1])
                     and _tiling_max_pool(layers[i + 2])):
-                x = layers[i].forward_relu_pool(x, layers[i + 1], layers[i + 2])  # type: ignore[attr-defined]
+                try:
+                    x = layers[i].forward_relu_pool(x, layers[i + 1], layers[i + 2])  # type: ignore[attr-defined]
+                except ShapeError:   # run them one by one, so that the layer at fault names itself
+                    x = layers[i + 2](layers[i + 1](layers[i](x)))
                 i += 3
             elif i + 1 < len(layers) and _fuses_relu(layers[i], layers[i + 1]):
                 x = layers[i].forward_relu(x, layers[i + 1])  # type: ignore[attr-defined]
