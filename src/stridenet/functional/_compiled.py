@@ -1,4 +1,5 @@
-"""The shifted-product convolution's work on a block of images as one compiled call (numba, optional).
+"""Compiled kernels (numba, optional): the shifted-product convolution's work on a block of images as
+one call, and max pooling over tiling windows.
 
 Every NumPy operation on a large array and every BLAS call through ctypes lets go of the GIL and
 takes it back when it returns. A block of ``_shifted``'s pure-NumPy path makes a few dozen such calls,
@@ -9,6 +10,10 @@ that holds no GIL from start to end: it lays the block out on its zero-padded gr
 ``gemm`` for every tap through the routine's address (the one ``_blas`` found), and does the element-wise
 work (bias, ReLU and its mask, copying out, the bias gradient) in the same loops, one pass where the
 NumPy path needs several.
+
+The same module pools: ``max_pool_tiled_forward``/``backward`` for windows that tile a channels-last
+input (one pass each way instead of NumPy's several), and ``forward_block`` with a ``pool`` window,
+which the fused inference pass (``conv.conv2d_relu_pool_forward``) uses to write only pooled values.
 
 The arithmetic is the NumPy path's: the same products in the same BLAS, the bias written before the
 first tap, float64 sums of the weight gradient in block order. One sum is added in another order:
@@ -34,8 +39,6 @@ from typing import Any
 import numpy as np
 
 from stridenet.functional import _blas
-
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 _state: dict[str, Any] = {"kernels": None, "routines": None}
 
