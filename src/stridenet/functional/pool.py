@@ -9,7 +9,9 @@ Max pooling routes the gradient to the position of the maximum. Where a window h
 maxima the *first* one (in row-major order inside the window) gets it, as in PyTorch's CPU kernel;
 where windows overlap, gradients routed to the same input pixel add up. Backward finds the first
 maximum again by comparing the input with the output, instead of storing indices in forward, so
-inference pays for nothing but the max.
+inference pays for nothing but the max. With numba installed, max pooling over windows that tile a
+channels-last input (the usual 2x2) is one compiled pass each way instead (``_compiled``), by the
+same rules.
 """
 
 from __future__ import annotations
