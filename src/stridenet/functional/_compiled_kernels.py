@@ -81,31 +81,6 @@ def copy_out(products, width, rows_per_image, out, rectify, positive, zero):
 
 
 @_jit
-def pool_out(products, width, rows_per_image, out, kh, kw, rectify, zero):
-    """out (B, H_out // kh, W_out // kw, K): the max of each kh x kw tile of the output pixels in the
-    products' grid rows (as ``max_pool_tiled_forward``), rectified if ``rectify`` (the ReLU commutes
-    with the max)."""
-    B, H, W, K = out.shape
-    for b in range(B):
-        for oy in range(H):
-            for ox in range(W):
-                m = out[b, oy, ox]
-                first = products[(b * rows_per_image + oy * kh) * width + ox * kw]
-                for k in range(K):
-                    m[k] = first[k]
-                for t in range(1, kh * kw):
-                    tap = products[(b * rows_per_image + oy * kh + t // kw) * width + ox * kw + t % kw]
-                    for k in range(K):
-                        v = tap[k]
-                        if v > m[k] or v != v:
-                            m[k] = v
-                if rectify:
-                    for k in range(K):
-                        if m[k] < zero:
-                            m[k] = zero
-
-
-@_jit
 def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, bias, products, count, out,
                   rectify, positive, pool_h, pool_w, one, zero):
     """See ``_compiled.forward_block``."""
@@ -118,8 +93,14 @@ def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, 
                 products[p, k] = bias[k]
     taps(gemm, _NO_TRANS, count, K, C, _address(grid), C, shifts, C * size, _address(matrices), C * K * size,
          K, _address(products), 0, K, one, zero, bias.size > 0)
-    if pool_h * pool_w > 1:
-        pool_out(products, width, rows_per_image, out, pool_h, pool_w, rectify, zero)
+    if pool_h * pool_w > 1:   # the products' rows as (B, rows_per_image, width, K) images, pooled
+        images = products[:out.shape[0] * rows_per_image * width].reshape((out.shape[0], rows_per_image, width, K))
+        max_pool_tiled_forward(images, pool_h, pool_w, out)
+        if rectify:   # the ReLU commutes with the max
+            flat = out.reshape(-1)
+            for e in range(flat.size):
+                if flat[e] < zero:
+                    flat[e] = zero
     else:
         copy_out(products, width, rows_per_image, out, rectify, positive, zero)
 

@@ -42,6 +42,7 @@ from stridenet.functional import _blas, _compiled, _im2col
 from stridenet.functional._layout import scratch
 from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import WindowAxis
+from stridenet.functional.pool import max_pool2d_into
 
 Axes = tuple[WindowAxis, WindowAxis]
 
@@ -116,7 +117,7 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
         valid = _sum_of_shifted(grid, layout, axes, matrices, n1 - n0, "shifted_out", b)
         dst = out[n0:n1]
         if pool != (1, 1):
-            _max_of_tiles(valid, pool, dst)
+            max_pool2d_into(valid.transpose(0, 3, 1, 2), pool, dst.transpose(0, 3, 1, 2))
             valid = dst
         if not rectify:
             if valid is not dst:
@@ -125,17 +126,6 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
         np.maximum(valid, x.dtype.type(0), out=dst)
         if mask is not None:
             np.greater(dst, 0, out=mask)
-
-
-def _max_of_tiles(values: np.ndarray, pool: tuple[int, int], out: np.ndarray) -> None:
-    """out (B, H // kh, W // kw, K) = the max of each kh x kw tile of values (B, H, W, K), as
-    ``pool.max_pool2d_forward`` takes it: ``np.maximum`` over the taps in row-major order."""
-    kh, kw = pool
-    rows, cols = out.shape[1] * kh, out.shape[2] * kw
-    taps = [values[:, i:rows:kh, j:cols:kw] for i in range(kh) for j in range(kw)]
-    np.maximum(taps[0], taps[1], out=out)
-    for tap in taps[2:]:
-        np.maximum(out, tap, out=out)
 
 
 def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, axes: Axes, has_bias: bool,

@@ -54,12 +54,12 @@ PaddingArg = int | tuple[int, int] | str | Padding2d
 class Conv2dCache(NamedTuple):
     """What ``conv2d_backward`` needs from the forward pass (the input itself, not its columns)."""
 
-    x: np.ndarray             # the input: (N, H, W, C) if layout == "nhwc", (N, C, H, W) if "cm"
+    x: np.ndarray             # the input: (N, C, H, W) if path == "cm", else (N, H, W, C)
     w: np.ndarray             # (K, C/G, kH, kW)
     axes: tuple[WindowAxis, WindowAxis]
     groups: int
     has_bias: bool
-    layout: str               # which im2col the forward pass used: "nhwc" or "cm" (channel-major)
+    path: str                 # the forward pass's path (``_path``): "cm", "shifted" or "nhwc"; backward takes it too
 
 
 # Inputs with at most this many channels (and groups=1) use channel-major columns: first layers.
@@ -184,21 +184,18 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
 
     if path == "cm":
         x = np.ascontiguousarray(x)
-        layout = "cm"
         run_parallel(lambda s: _forward_cm(x[s], w, b, axes, out[s], epilogue(s)), _image_slices(x, out))
     elif path == "shifted":
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; padded block by block
-        layout = "nhwc"
         taps = _shifted.taps(w)
         slices = _shifted_slices(x, out, axes, backward=False)
         run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], rectify,
                                                 None if positive is None else positive[s]), slices)
     else:
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
-        layout = "nhwc"
         w_rows = _weight_rows(w, groups)
         run_parallel(lambda s: _forward_nhwc(x[s], w_rows, b, axes, out[s], epilogue(s)), _image_slices(x, out))
-    cache = Conv2dCache(x, w, axes, groups, b is not None, layout)
+    cache = Conv2dCache(x, w, axes, groups, b is not None, path)
     return as_nchw(out), cache, None if positive is None else as_nchw(positive)
 
 
@@ -252,7 +249,8 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     Shape:
         dout (N, K, H_out, W_out) -> dx (N, C, H, W), dw (K, C/groups, kH, kW), db (K,).
     """
-    x, w, axes, G, has_bias, layout = cache
+    x, w, axes, G, has_bias, path = cache
+    layout = "cm" if path == "cm" else "nhwc"                       # x's memory order
     N = x.shape[0]
     K = w.shape[0]
     H_out, W_out = axes[0].out, axes[1].out
@@ -263,7 +261,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     dout = to_nhwc(dout)                                            # (N, H_out, W_out, K)
     mask = None if positive is None else to_nhwc(positive)
     dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
-    shifted = layout == "nhwc" and _shifted.applies(axes, G, x.shape[3], K, x.dtype)
+    shifted = path == "shifted"
     dx_taps = _shifted.taps(w, flip=True) if shifted and need_dx else None
     shared = need_dx and layout == "nhwc" and not shifted and _shares_columns(x, axes, G)
 

@@ -121,6 +121,13 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
     return out, MaxPool2dCache(x, out, axes)
 
 
+def max_pool2d_into(x: np.ndarray, kernel_size: Pair, out: np.ndarray) -> None:
+    """``max_pool2d_forward(x, kernel_size)``'s output (stride = kernel, no padding) written into ``out``
+    (as x's shape, (N, C, H // kH, W // kW), any strides), without a cache: for a caller pooling blocks
+    of an output it is still computing (the fused inference pass of ``conv``)."""
+    _max_of_taps(x, _pool_axes(x, kernel_size, None, 0, 1, False), out)
+
+
 def _tiled(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis]) -> bool:
     """Channels-last input whose windows tile it (stride = kernel, no padding or dilation)."""
     return is_channels_last(x) and all(
