@@ -10,9 +10,17 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from stridenet.functional._tiled_products import VECTOR_BYTES, tile_product
+
 _ROW_MAJOR, _NO_TRANS, _TRANS = np.int32(101), np.int32(111), np.int32(112)
 
 _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
+
+# Register tiles (``_tiled_products``): outputs of 12 pixels x 2 vectors (24 of the 32 vector registers)
+# or 24 x 1 for the products, 8 channels x 2 or 1 vectors for the weight gradient.
+_PIXELS_BY_2, _PIXELS_BY_1 = tile_product(2, 12), tile_product(1, 24)
+_CHANNELS_BY_2, _CHANNELS_BY_1 = tile_product(2, 8), tile_product(1, 8)
+PIXEL_ROWS, CHANNEL_ROWS = 24, 8   # the fewest pixels and input channels the tiles need
 
 
 @_jit
@@ -62,6 +70,73 @@ def taps(gemm, trans_a, rows, cols, inner, a, lda, shifts, a_step, b, b_step, ld
 
 
 @_jit
+def tiles_apply(inputs, outputs, pixels, itemsize):
+    """Whether ``tiled_products`` and ``tiled_weight_sums`` handle products with ``inputs`` channels in,
+    ``outputs`` out, over ``pixels`` grid pixels: whole vectors of outputs, enough rows for a tile."""
+    return outputs % (VECTOR_BYTES // itemsize) == 0 and inputs >= CHANNEL_ROWS and pixels >= PIXEL_ROWS
+
+
+@_jit
+def tiled_products(grid, shifts, matrices, bias, products, count, zero):
+    """``products[p] = bias + sum_t grid[p + shifts[t]] @ matrices[t]`` for p < count (``bias`` may be
+    empty): what ``taps`` computes, with the output tile held in registers over all taps (see
+    ``tiles_apply`` for the shapes). The last tile of pixels may overlap the one before (its rows are
+    written twice, with the same values)."""
+    T, C, K = matrices.shape
+    size = products.itemsize
+    width = VECTOR_BYTES // size
+    packed = np.empty(T * C * 2 * width, products.dtype)
+    a, out, shift_address = _address(grid), _address(products), _address(shifts)
+    k0 = 0
+    while k0 < K:
+        vectors = 2 if K - k0 >= 2 * width else 1
+        span, rows = vectors * width, 12 if vectors == 2 else 24
+        for t in range(T):   # this span of the matrices, contiguous: (T, C, span)
+            for c in range(C):
+                for e in range(span):
+                    packed[(t * C + c) * span + e] = matrices[t, c, k0 + e]
+        init = _address(bias) + k0 * size if bias.size > 0 else np.int64(0)
+        p0 = 0
+        while p0 < count:
+            p0 = min(p0, count - rows)
+            if vectors == 2:
+                _PIXELS_BY_2(zero, a + p0 * C * size, C, 1, shift_address, C, T, _address(packed), span, C * span,
+                             C, init, out + (p0 * K + k0) * size, K)
+            else:
+                _PIXELS_BY_1(zero, a + p0 * C * size, C, 1, shift_address, C, T, _address(packed), span, C * span,
+                             C, init, out + (p0 * K + k0) * size, K)
+            p0 += rows
+        k0 += span
+
+
+@_jit
+def tiled_weight_sums(grid, shifts, gradient, count, sums, zero):
+    """``sums[t] = grid[shifts[t] : shifts[t] + count].T @ gradient`` (C, K) for every tap t, ``gradient``
+    the address of ``count`` rows of K values: what ``taps`` computes with ``_TRANS``, each tile of
+    8 channels x 1 or 2 vectors held in registers over all ``count`` pixels."""
+    T, C, K = sums.shape
+    size = sums.itemsize
+    width = VECTOR_BYTES // size
+    a, out, shift_address = _address(grid), _address(sums), _address(shifts)
+    for t in range(T):
+        k0 = 0
+        while k0 < K:
+            vectors = 2 if K - k0 >= 2 * width else 1
+            c0 = 0
+            while c0 < C:
+                c0 = min(c0, C - CHANNEL_ROWS)
+                target = out + ((t * C + c0) * K + k0) * size
+                if vectors == 2:
+                    _CHANNELS_BY_2(zero, a + c0 * size, 1, C, shift_address + t * 8, C, 1, gradient + k0 * size, K,
+                                   0, count, 0, target, K)
+                else:
+                    _CHANNELS_BY_1(zero, a + c0 * size, 1, C, shift_address + t * 8, C, 1, gradient + k0 * size, K,
+                                   0, count, 0, target, K)
+                c0 += CHANNEL_ROWS
+            k0 += vectors * width
+
+
+@_jit
 def copy_out(products, width, rows_per_image, out, rectify, positive, zero):
     """out (B, H_out, W_out, K) from the products' grid rows (numbered from its start), rectified if
     ``rectify`` (NaN stays NaN, as ``np.maximum``), the mask of positive values into a non-empty ``positive``."""
@@ -87,12 +162,15 @@ def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, 
     C, K = matrices.shape[1], matrices.shape[2]
     size = grid.itemsize
     lay_out(x, grid, lead, width, rows_per_image, np.empty((0, 0, 0, 0), np.bool_), np.empty(0), zero)
-    if bias.size > 0:
-        for p in range(count):
-            for k in range(K):
-                products[p, k] = bias[k]
-    taps(gemm, _NO_TRANS, count, K, C, _address(grid), C, shifts, C * size, _address(matrices), C * K * size,
-         K, _address(products), 0, K, one, zero, bias.size > 0)
+    if tiles_apply(C, K, count, size):
+        tiled_products(grid, shifts, matrices, bias, products, count, zero)
+    else:
+        if bias.size > 0:
+            for p in range(count):
+                for k in range(K):
+                    products[p, k] = bias[k]
+        taps(gemm, _NO_TRANS, count, K, C, _address(grid), C, shifts, C * size, _address(matrices), C * K * size,
+             K, _address(products), 0, K, one, zero, bias.size > 0)
     if pool_h * pool_w > 1:   # the products' rows as (B, rows_per_image, width, K) images, pooled
         images = products[:out.shape[0] * rows_per_image * width].reshape((out.shape[0], rows_per_image, width, K))
         max_pool_tiled_forward(images, pool_h, pool_w, out)
@@ -115,8 +193,11 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
     no_mask = np.empty((0, 0, 0, 0), np.bool_)
     if dx.size > 0:
         lay_out(dout, grid_dout, d_lead, d_width, d_rows, positive, db, zero)
-        taps(gemm, _NO_TRANS, dx_count, C, K, _address(grid_dout), K, dx_shifts, K * size,
-             _address(dx_matrices), K * C * size, C, _address(products), 0, C, one, zero, False)
+        if tiles_apply(K, C, dx_count, size):
+            tiled_products(grid_dout, dx_shifts, dx_matrices, np.empty(0, dx.dtype), products, dx_count, zero)
+        else:
+            taps(gemm, _NO_TRANS, dx_count, C, K, _address(grid_dout), K, dx_shifts, K * size,
+                 _address(dx_matrices), K * C * size, C, _address(products), 0, C, one, zero, False)
         copy_out(products, d_width, d_rows, dx, False, no_mask, zero)
         if same:   # the padded gradient is on the input's grid, ``d_lead`` rows on
             on_grid = _address(grid_dout) + d_lead * d_width * K * size
@@ -127,8 +208,11 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
         lay_out(dout, grid_on_x, 0, x_width, x_rows, positive, db, zero)
         on_grid = _address(grid_on_x)
     lay_out(x, grid_x, x_lead, x_width, x_rows, no_mask, np.empty(0), zero)
-    taps(gemm, _TRANS, C, K, count, _address(grid_x), C, shifts, C * size, on_grid, 0, K,
-         _address(tap_sums), C * K * size, K, one, zero, False)
+    if tiles_apply(C, K, count, size) and count > 0:
+        tiled_weight_sums(grid_x, shifts, on_grid, count, tap_sums, zero)
+    else:
+        taps(gemm, _TRANS, C, K, count, _address(grid_x), C, shifts, C * size, on_grid, 0, K,
+             _address(tap_sums), C * K * size, K, one, zero, False)
     flat_grads, flat_sums = grads.reshape(-1), tap_sums.reshape(-1)
     for e in range(flat_sums.size):
         flat_grads[e] = flat_sums[e] if first else flat_grads[e] + flat_sums[e]
