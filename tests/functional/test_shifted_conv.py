@@ -72,6 +72,10 @@ CASES = {
     "2x3-dilation-1-2": Case(2, 9, 6, 9, 3, (2, 3), ((1, 0), (0, 4)), dilation=(1, 2)),
     "3x3-more-filters": Case(1, 9, 5, 5, 16, (3, 3), 1),
     "3x3-one-filter": Case(2, 16, 12, 12, 1, (3, 3), 1),
+    # whole vectors of filters (16 float32, 8 float64): the compiled engine's register tiles
+    "3x3-tiles": Case(2, 12, 9, 9, 32, (3, 3), 1),
+    "3x3-tiles-48-no-bias": Case(1, 16, 7, 6, 48, (3, 3), 1, bias=False),   # dx tiled too (16 channels)
+    "3x3-tiles-dilation2": Case(2, 32, 8, 8, 16, (3, 3), 2, dilation=2),
 }
 DTYPES = [np.float32, np.float64]
 # largest rel_error against the naive float64 loops, and between the shifted and the im2col path

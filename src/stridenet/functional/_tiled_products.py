@@ -136,7 +136,7 @@ def _emit(builder: ir.IRBuilder, vectors: int, rows: int, single: bool, args: An
     j = builder.phi(_I64)
     j.add_incoming(constant(0), tap_loop)
     tile = [builder.phi(vector) for _ in range(rows * vectors)]
-    for phi, value in zip(tile, tile_at_tap):
+    for phi, value in zip(tile, tile_at_tap, strict=True):
         phi.add_incoming(value, tap_loop)
     b_offset = builder.mul(j, b_step)
     b_values = [load_vector(b_tap_base, builder.add(b_offset, constant(v * width))) for v in range(vectors)]
@@ -151,14 +151,14 @@ def _emit(builder: ir.IRBuilder, vectors: int, rows: int, single: bool, args: An
             updated.append(builder.call(fma, [splat, b_values[v], tile[r * vectors + v]]))
     j_next = builder.add(j, constant(1))
     j.add_incoming(j_next, step_loop)
-    for phi, value in zip(tile, updated):
+    for phi, value in zip(tile, updated, strict=True):
         phi.add_incoming(value, step_loop)
     builder.cbranch(builder.icmp_signed("<", j_next, steps), step_loop, next_tap)
 
     builder.position_at_end(next_tap)
     t_next = builder.add(t, constant(1))
     t.add_incoming(t_next, next_tap)
-    for phi, value in zip(tile_at_tap, updated):
+    for phi, value in zip(tile_at_tap, updated, strict=True):
         phi.add_incoming(value, next_tap)
     builder.cbranch(builder.icmp_signed("<", t_next, taps), tap_loop, done)
 

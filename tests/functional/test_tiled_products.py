@@ -1,0 +1,96 @@
+"""The compiled engine's register-tiled products (``_tiled_products`` through ``_compiled_kernels``),
+against naive loops in float64: every tile width (one and two vectors, float32 and float64), pixel
+counts and channel counts that leave a partial last tile, and the rows around the output untouched.
+
+The convolutions that use them are checked end to end in ``test_shifted_conv.py`` (its "tiles" cases).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import stridenet.functional._compiled as compiled
+from reference.gradcheck import rel_error
+
+TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
+SHIFTS = np.array([0, 1, 7, 13, 2], np.int64)   # pixels on from the output pixel, per tap
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    if not compiled.available(np.float32):
+        pytest.skip("numba (pip install 'stridenet[fast]') or a 64-bit-integer BLAS is missing: no compiled kernels")
+    return compiled._kernels()
+
+
+def lanes(dtype: type) -> int:
+    return 64 // np.dtype(dtype).itemsize
+
+
+def naive_products(grid: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, count: int) -> np.ndarray:
+    out = np.zeros((count, matrices.shape[2]))
+    for p in range(count):
+        for t, shift in enumerate(SHIFTS):
+            out[p] += grid[p + shift].astype(np.float64) @ matrices[t].astype(np.float64)
+    return out if bias is None else out + bias
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("vectors", [1, 2, 3, 4])        # 3: two vectors then one; 4: two tiles of two
+@pytest.mark.parametrize("count", [24, 25, 37, 100])     # 24 rows is one tile of one vector; the rest leave a tail
+@pytest.mark.parametrize("channels", [8, 13])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_tiled_products_match_the_naive_loops(kernels, dtype: type, vectors: int, count: int, channels: int,
+                                              with_bias: bool) -> None:
+    rng = np.random.default_rng(count + 7 * vectors)
+    K = vectors * lanes(dtype)
+    grid = rng.standard_normal((count + SHIFTS.max(), channels)).astype(dtype)
+    matrices = rng.standard_normal((SHIFTS.size, channels, K)).astype(dtype)
+    bias = rng.standard_normal(K).astype(dtype) if with_bias else None
+    products = np.full((count + 3, K), 1234.5, dtype)   # three rows past the output: must stay as they are
+    assert kernels.tiles_apply(channels, K, count, products.itemsize)
+    kernels.tiled_products(grid, SHIFTS, matrices, np.empty(0, dtype) if bias is None else bias, products, count,
+                           dtype(0))
+    assert rel_error(products[:count], naive_products(grid, matrices, bias, count)) < TOLERANCE[dtype]
+    assert (products[count:] == 1234.5).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("vectors", [1, 2, 3])
+@pytest.mark.parametrize("channels", [8, 12, 33])        # 12 and 33: the last tile of 8 channels overlaps
+@pytest.mark.parametrize("count", [24, 61])
+def test_tiled_weight_sums_match_the_naive_loops(kernels, dtype: type, vectors: int, channels: int, count: int) -> None:
+    rng = np.random.default_rng(channels + count)
+    K = vectors * lanes(dtype)
+    grid = rng.standard_normal((count + SHIFTS.max(), channels)).astype(dtype)
+    gradient = rng.standard_normal((count, K)).astype(dtype)
+    sums = np.full((SHIFTS.size, channels, K), np.nan, dtype)
+    kernels.tiled_weight_sums(grid, SHIFTS, np.int64(gradient.ctypes.data), count, sums, dtype(0))
+    expected = np.stack([grid[s:s + count].astype(np.float64).T @ gradient.astype(np.float64) for s in SHIFTS])
+    assert rel_error(sums, expected) < TOLERANCE[dtype]
+
+
+def test_non_finite_values_propagate_as_in_a_matrix_product(kernels) -> None:
+    K, count = lanes(np.float32), 30
+    grid = np.ones((count + SHIFTS.max(), 8), np.float32)
+    grid[5, 3], grid[9, 0] = np.inf, np.nan
+    matrices = np.ones((SHIFTS.size, 8, K), np.float32)
+    products = np.empty((count, K), np.float32)
+    kernels.tiled_products(grid, SHIFTS, matrices, np.empty(0, np.float32), products, count, np.float32(0))
+    with np.errstate(invalid="ignore"):
+        expected = naive_products(grid, matrices, None, count)
+    np.testing.assert_array_equal(np.isnan(products), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(products), np.isposinf(expected))
+
+
+@pytest.mark.parametrize(("inputs", "outputs", "pixels", "itemsize", "expected"), [
+    (8, 16, 24, 4, True), (8, 32, 1000, 4, True), (8, 8, 24, 8, True),
+    (7, 16, 24, 4, False),      # fewer input channels than a tile of the weight gradient
+    (8, 24, 24, 4, False),      # not a whole number of 16-value vectors
+    (8, 12, 24, 8, False),
+    (8, 16, 23, 4, False),      # fewer pixels than a tile
+])
+def test_tiles_apply_to_whole_vectors_and_enough_rows(kernels, inputs: int, outputs: int, pixels: int, itemsize: int,
+                                                       expected: bool) -> None:
+    assert kernels.tiles_apply(inputs, outputs, pixels, itemsize) is expected
