@@ -50,8 +50,8 @@ def test_tiled_products_match_the_naive_loops(kernels, dtype: type, vectors: int
     bias = rng.standard_normal(K).astype(dtype) if with_bias else None
     products = np.full((count + 3, K), 1234.5, dtype)   # three rows past the output: must stay as they are
     assert kernels.tiles_apply(channels, K, count, products.itemsize)
-    kernels.tiled_products(grid, SHIFTS, matrices, np.empty(0, dtype) if bias is None else bias, products, count,
-                           dtype(0))
+    kernels.tiled_products(grid, SHIFTS, kernels.pack_tiles(matrices), channels, K,
+                           np.empty(0, dtype) if bias is None else bias, products, count, dtype(0))
     assert rel_error(products[:count], naive_products(grid, matrices, bias, count)) < TOLERANCE[dtype]
     assert (products[count:] == 1234.5).all()
 
@@ -77,11 +77,28 @@ def test_non_finite_values_propagate_as_in_a_matrix_product(kernels) -> None:
     grid[5, 3], grid[9, 0] = np.inf, np.nan
     matrices = np.ones((SHIFTS.size, 8, K), np.float32)
     products = np.empty((count, K), np.float32)
-    kernels.tiled_products(grid, SHIFTS, matrices, np.empty(0, np.float32), products, count, np.float32(0))
+    kernels.tiled_products(grid, SHIFTS, kernels.pack_tiles(matrices), 8, K, np.empty(0, np.float32), products, count,
+                           np.float32(0))
     with np.errstate(invalid="ignore"):
         expected = naive_products(grid, matrices, None, count)
     np.testing.assert_array_equal(np.isnan(products), np.isnan(expected))
     np.testing.assert_array_equal(np.isposinf(products), np.isposinf(expected))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("vectors", [1, 2, 3, 5])
+def test_packed_tiles_hold_each_span_of_filters_contiguously(kernels, dtype: type, vectors: int) -> None:
+    width = lanes(dtype)
+    matrices = np.arange(3 * 4 * vectors * width, dtype=dtype).reshape(3, 4, vectors * width)
+    packed, k0, spans = kernels.pack_tiles(matrices), 0, []
+    while k0 < matrices.shape[2]:
+        spans.append(matrices[:, :, k0:k0 + (2 * width if matrices.shape[2] - k0 >= 2 * width else width)])
+        k0 += spans[-1].shape[2]
+    np.testing.assert_array_equal(packed, np.concatenate([span.reshape(-1) for span in spans]))
+
+
+def test_no_packing_where_filters_are_not_whole_vectors(kernels) -> None:
+    assert kernels.pack_tiles(np.ones((9, 8, 20), np.float32)).size == 0
 
 
 @pytest.mark.parametrize(("inputs", "outputs", "pixels", "itemsize", "expected"), [

@@ -57,8 +57,14 @@ def available(dtype: np.dtype) -> bool:
     return np.dtype(dtype) in _routines() and _kernels() is not None
 
 
+def pack_tiles(matrices: np.ndarray) -> np.ndarray:
+    """``matrices`` (taps, C, K) laid out for the tiled products, once per pass: ``forward_block``'s
+    ``packed`` (``backward_block``'s ``dx_packed`` for the input gradient's matrices)."""
+    return _kernels().pack_tiles(matrices)
+
+
 def forward_block(x: np.ndarray, grid: np.ndarray, grid_shape: tuple[int, int, int], shifts: np.ndarray,
-                  matrices: np.ndarray, bias: np.ndarray | None, products: np.ndarray, count: int,
+                  matrices: np.ndarray, packed: np.ndarray, bias: np.ndarray | None, products: np.ndarray, count: int,
                   out: np.ndarray, rectify: bool, positive: np.ndarray | None, pool: tuple[int, int] = (1, 1)) -> None:
     """One block of ``_shifted.forward``: x (B, H, W, C) -> out (B, H_out, W_out, K), rectified if
     ``rectify``, its mask of positive values into ``positive`` unless None; with a ``pool`` window
@@ -69,14 +75,14 @@ def forward_block(x: np.ndarray, grid: np.ndarray, grid_shape: tuple[int, int, i
     (lead, width, rows_per_image), ``shifts`` the taps' shifts (int64), ``count`` the grid pixels to compute.
     """
     kernels, dtype = _kernels(), out.dtype
-    kernels.forward_block(_routines()[dtype], x, grid, *grid_shape, shifts, matrices, _or_empty(bias, dtype, 1),
+    kernels.forward_block(_routines()[dtype], x, grid, *grid_shape, shifts, matrices, packed, _or_empty(bias, dtype, 1),
                           products, count, out, rectify, _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
 
 
 def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None, dx: np.ndarray | None,
                    grids: tuple[np.ndarray, np.ndarray, np.ndarray], x_shape: tuple[int, int, int],
                    dout_shape: tuple[int, int, int], same: bool, shifts: np.ndarray, dx_shifts: np.ndarray,
-                   dx_matrices: np.ndarray | None, products: np.ndarray, tap_sums: np.ndarray,
+                   dx_matrices: np.ndarray | None, dx_packed: np.ndarray, products: np.ndarray, tap_sums: np.ndarray,
                    counts: tuple[int, int], grads: np.ndarray, first: bool, db: np.ndarray | None) -> None:
     """One block of ``_shifted.backward``: write ``dx`` (B, H, W, C) unless None; set (``first``) or add
     to the float64 ``grads`` (taps, C, K) and add to ``db`` (K,) unless None.
@@ -89,7 +95,7 @@ def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None,
     kernels, dtype = _kernels(), x.dtype
     kernels.backward_block(_routines()[dtype], x, dout, _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4),
                            *grids, *x_shape, *dout_shape, same, shifts, dx_shifts, _or_empty(dx_matrices, dtype, 3),
-                           products, tap_sums, *counts, grads, first, _or_empty(db, np.float64, 1), *_scalars(dtype))
+                           dx_packed, products, tap_sums, *counts, grads, first, _or_empty(db, np.float64, 1), *_scalars(dtype))
 
 
 def max_pool_tiled_forward(x: np.ndarray, kernel: tuple[int, int], out: np.ndarray) -> None:

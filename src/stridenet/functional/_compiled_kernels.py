@@ -77,33 +77,57 @@ def tiles_apply(inputs, outputs, pixels, itemsize):
 
 
 @_jit
-def tiled_products(grid, shifts, matrices, bias, products, count, zero):
-    """``products[p] = bias + sum_t grid[p + shifts[t]] @ matrices[t]`` for p < count (``bias`` may be
-    empty): what ``taps`` computes, with the output tile held in registers over all taps (see
-    ``tiles_apply`` for the shapes). The last tile of pixels may overlap the one before (its rows are
-    written twice, with the same values)."""
+def _span(left, width):
+    """Output values in the next tile: two vectors, or one where only one is left."""
+    return 2 * width if left >= 2 * width else width
+
+
+@_jit
+def pack_tiles(matrices):
+    """``matrices`` (T, C, K) as ``tiled_products`` reads them: for each span of K its tiles cover
+    (``_span``), the (T, C, span) values of that span, contiguous, one span after another. Empty where
+    K is not a whole number of vectors (no tiles then)."""
     T, C, K = matrices.shape
+    width = VECTOR_BYTES // matrices.itemsize
+    if K % width != 0:
+        return np.empty(0, matrices.dtype)
+    packed = np.empty(T * C * K, matrices.dtype)
+    k0 = 0
+    while k0 < K:
+        span = _span(K - k0, width)
+        base = T * C * k0
+        for t in range(T):
+            for c in range(C):
+                for e in range(span):
+                    packed[base + (t * C + c) * span + e] = matrices[t, c, k0 + e]
+        k0 += span
+    return packed
+
+
+@_jit
+def tiled_products(grid, shifts, packed, C, K, bias, products, count, zero):
+    """``products[p] = bias + sum_t grid[p + shifts[t]] @ matrices[t]`` for p < count (``bias`` may be
+    empty), ``packed`` the (T, C, K) matrices as ``pack_tiles`` lays them out: what ``taps`` computes,
+    with the output tile held in registers over all taps (see ``tiles_apply`` for the shapes). The
+    last tile of pixels may overlap the one before (its rows are written twice, with the same values)."""
+    T = shifts.size
     size = products.itemsize
     width = VECTOR_BYTES // size
-    packed = np.empty(T * C * 2 * width, products.dtype)
     a, out, shift_address = _address(grid), _address(products), _address(shifts)
     k0 = 0
     while k0 < K:
-        vectors = 2 if K - k0 >= 2 * width else 1
-        span, rows = vectors * width, 12 if vectors == 2 else 24
-        for t in range(T):   # this span of the matrices, contiguous: (T, C, span)
-            for c in range(C):
-                for e in range(span):
-                    packed[(t * C + c) * span + e] = matrices[t, c, k0 + e]
+        span = _span(K - k0, width)
+        rows = 12 if span == 2 * width else 24
+        matrices = _address(packed) + T * C * k0 * size
         init = _address(bias) + k0 * size if bias.size > 0 else np.int64(0)
         p0 = 0
         while p0 < count:
             p0 = min(p0, count - rows)
-            if vectors == 2:
-                _PIXELS_BY_2(zero, a + p0 * C * size, C, 1, shift_address, C, T, _address(packed), span, C * span,
+            if span == 2 * width:
+                _PIXELS_BY_2(zero, a + p0 * C * size, C, 1, shift_address, C, T, matrices, span, C * span,
                              C, init, out + (p0 * K + k0) * size, K)
             else:
-                _PIXELS_BY_1(zero, a + p0 * C * size, C, 1, shift_address, C, T, _address(packed), span, C * span,
+                _PIXELS_BY_1(zero, a + p0 * C * size, C, 1, shift_address, C, T, matrices, span, C * span,
                              C, init, out + (p0 * K + k0) * size, K)
             p0 += rows
         k0 += span
@@ -121,19 +145,19 @@ def tiled_weight_sums(grid, shifts, gradient, count, sums, zero):
     for t in range(T):
         k0 = 0
         while k0 < K:
-            vectors = 2 if K - k0 >= 2 * width else 1
+            span = _span(K - k0, width)
             c0 = 0
             while c0 < C:
                 c0 = min(c0, C - CHANNEL_ROWS)
                 target = out + ((t * C + c0) * K + k0) * size
-                if vectors == 2:
+                if span == 2 * width:
                     _CHANNELS_BY_2(zero, a + c0 * size, 1, C, shift_address + t * 8, C, 1, gradient + k0 * size, K,
                                    0, count, 0, target, K)
                 else:
                     _CHANNELS_BY_1(zero, a + c0 * size, 1, C, shift_address + t * 8, C, 1, gradient + k0 * size, K,
                                    0, count, 0, target, K)
                 c0 += CHANNEL_ROWS
-            k0 += vectors * width
+            k0 += span
 
 
 @_jit
@@ -156,14 +180,14 @@ def copy_out(products, width, rows_per_image, out, rectify, positive, zero):
 
 
 @_jit
-def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, bias, products, count, out,
-                  rectify, positive, pool_h, pool_w, one, zero):
+def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, packed, bias, products, count,
+                  out, rectify, positive, pool_h, pool_w, one, zero):
     """See ``_compiled.forward_block``."""
     C, K = matrices.shape[1], matrices.shape[2]
     size = grid.itemsize
     lay_out(x, grid, lead, width, rows_per_image, np.empty((0, 0, 0, 0), np.bool_), np.empty(0), zero)
-    if tiles_apply(C, K, count, size):
-        tiled_products(grid, shifts, matrices, bias, products, count, zero)
+    if packed.size > 0 and tiles_apply(C, K, count, size):
+        tiled_products(grid, shifts, packed, C, K, bias, products, count, zero)
     else:
         if bias.size > 0:
             for p in range(count):
@@ -185,7 +209,7 @@ def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, 
 
 @_jit
 def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width, x_rows,
-                   d_lead, d_width, d_rows, same, shifts, dx_shifts, dx_matrices, products, tap_sums, count,
+                   d_lead, d_width, d_rows, same, shifts, dx_shifts, dx_matrices, dx_packed, products, tap_sums, count,
                    dx_count, grads, first, db, one, zero):
     """See ``_compiled.backward_block``."""
     C, K = x.shape[3], dout.shape[3]
@@ -193,8 +217,8 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
     no_mask = np.empty((0, 0, 0, 0), np.bool_)
     if dx.size > 0:
         lay_out(dout, grid_dout, d_lead, d_width, d_rows, positive, db, zero)
-        if tiles_apply(K, C, dx_count, size):
-            tiled_products(grid_dout, dx_shifts, dx_matrices, np.empty(0, dx.dtype), products, dx_count, zero)
+        if dx_packed.size > 0 and tiles_apply(K, C, dx_count, size):
+            tiled_products(grid_dout, dx_shifts, dx_packed, K, C, np.empty(0, dx.dtype), products, dx_count, zero)
         else:
             taps(gemm, _NO_TRANS, dx_count, C, K, _address(grid_dout), K, dx_shifts, K * size,
                  _address(dx_matrices), K * C * size, C, _address(products), 0, C, one, zero, False)

@@ -102,6 +102,7 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
     h, v = axes
     layout = _Layout.of(axes)
     compiled = _compiled.available(x.dtype)
+    packed = _compiled.pack_tiles(matrices) if compiled else None
     for block in blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False):
         n0, n1 = block.start, block.stop
         mask = None if positive is None else positive[n0:n1]
@@ -109,7 +110,7 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
             B = n1 - n0
             _compiled.forward_block(
                 x[n0:n1], _fresh_grid("grid_x", layout.pixels(B), x.shape[3], x.dtype), layout.extent,
-                layout.shift_array(axes), matrices, b,
+                layout.shift_array(axes), matrices, packed, b,
                 scratch("shifted_out", (layout.at_start().pixels(B), K), x.dtype),
                 layout.count(B, h.out, v.out), out[n0:n1], rectify, mask, pool)
             continue
@@ -181,6 +182,7 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray 
     grads = np.empty((h.kernel * v.kernel, C, K), np.float64)
     unused = np.empty((0, 0), x.dtype)
     dx_shifts = gradient_layout.shift_array(gradient_axes) if dx is not None else np.empty(0, np.int64)
+    dx_packed = _compiled.pack_tiles(dx_matrices) if dx_matrices is not None else np.empty(0, x.dtype)
     for index, block in enumerate(blocks(N, axes, C, K, x.itemsize, backward=True)):
         n0, n1 = block.start, block.stop
         B = n1 - n0
@@ -192,7 +194,7 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray 
         _compiled.backward_block(
             x[n0:n1], dout[n0:n1], None if positive is None else positive[n0:n1], None if dx is None else dx[n0:n1],
             grids, layout.extent, gradient_layout.extent, same, layout.shift_array(axes), dx_shifts, dx_matrices,
-            products, scratch("shifted_dw", grads.shape, x.dtype),
+            dx_packed, products, scratch("shifted_dw", grads.shape, x.dtype),
             (layout.count(B, h.out, v.out), gradient_layout.count(B, H, W)), grads, index == 0, db)
     return grads
 
