@@ -1,11 +1,14 @@
 """The compiled engine's register-tiled products (``_tiled_products`` through ``_compiled_kernels``),
-against naive loops in float64: every tile width (one and two vectors, float32 and float64), pixel
-counts and channel counts that leave a partial last tile, and the rows around the output untouched.
+against naive loops in float64: every tile width (one and two vectors, float32 and float64), tiles
+along the output's rows and a sweep over all pixels, pixel and channel counts that leave a partial
+last tile, and the rows past the output untouched.
 
 The convolutions that use them are checked end to end in ``test_shifted_conv.py`` (its "tiles" cases).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -28,31 +31,58 @@ def lanes(dtype: type) -> int:
     return 64 // np.dtype(dtype).itemsize
 
 
-def naive_products(grid: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, count: int) -> np.ndarray:
-    out = np.zeros((count, matrices.shape[2]))
-    for p in range(count):
+def naive_products(grid: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, pixels: list[int]) -> np.ndarray:
+    out = np.zeros((len(pixels), matrices.shape[2]))
+    for row, p in enumerate(pixels):
         for t, shift in enumerate(SHIFTS):
-            out[p] += grid[p + shift].astype(np.float64) @ matrices[t].astype(np.float64)
+            out[row] += grid[p + shift].astype(np.float64) @ matrices[t].astype(np.float64)
     return out if bias is None else out + bias
+
+
+class Layout(NamedTuple):
+    images: int
+    out_h: int
+    out_w: int
+    width: int            # grid pixels a row (out_w and padding)
+    rows_per_image: int
+
+    def outputs(self) -> list[int]:
+        """The grid pixels of the outputs."""
+        return [(b * self.rows_per_image + i) * self.width + j
+                for b in range(self.images) for i in range(self.out_h) for j in range(self.out_w)]
+
+
+# layout -> pixels per tile along the output's rows (0: one sweep over all pixels up to the last output)
+LAYOUTS = {
+    Layout(1, 1, 24, 24, 1): 0, Layout(1, 1, 25, 25, 1): 0, Layout(1, 2, 37, 37, 2): 0,      # no padding: a sweep
+    Layout(2, 3, 5, 7, 4): 0, Layout(3, 2, 9, 10, 3): 0,    # rows too short for tiles of their own: a sweep
+    Layout(2, 5, 14, 16, 6): 14, Layout(3, 4, 8, 10, 5): 8, Layout(1, 3, 12, 15, 4): 12,     # padding skipped
+    Layout(1, 2, 30, 32, 3): 8, Layout(1, 2, 13, 16, 3): 8, Layout(1, 2, 26, 29, 3): 14,     # ... and rows' last
+}                                                                                             # tiles overlapping
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("vectors", [1, 2, 3, 4])        # 3: two vectors then one; 4: two tiles of two
-@pytest.mark.parametrize("count", [24, 25, 37, 100])     # 24 rows is one tile of one vector; the rest leave a tail
-@pytest.mark.parametrize("channels", [8, 13])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("channels", [8, 13, 140])   # 140: passes over parts of the channels (MATRIX_BYTES_PER_PASS)
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_tiled_products_match_the_naive_loops(kernels, dtype: type, vectors: int, count: int, channels: int,
+def test_tiled_products_match_the_naive_loops(kernels, dtype: type, vectors: int, layout: Layout, channels: int,
                                               with_bias: bool) -> None:
-    rng = np.random.default_rng(count + 7 * vectors)
+    rng = np.random.default_rng(layout.out_w + 7 * vectors)
     K = vectors * lanes(dtype)
+    outputs = layout.outputs()
+    count = outputs[-1] + 1
+    assert kernels.row_tile(*layout[1:]) == LAYOUTS[layout]
     grid = rng.standard_normal((count + SHIFTS.max(), channels)).astype(dtype)
     matrices = rng.standard_normal((SHIFTS.size, channels, K)).astype(dtype)
     bias = rng.standard_normal(K).astype(dtype) if with_bias else None
     products = np.full((count + 3, K), 1234.5, dtype)   # three rows past the output: must stay as they are
     assert kernels.tiles_apply(channels, K, count, products.itemsize)
+    if channels == 140:
+        assert SHIFTS.size * channels * min(K, 2 * lanes(dtype)) * np.dtype(dtype).itemsize > kernels.MATRIX_BYTES_PER_PASS
     kernels.tiled_products(grid, SHIFTS, kernels.pack_tiles(matrices), channels, K,
-                           np.empty(0, dtype) if bias is None else bias, products, count, dtype(0))
-    assert rel_error(products[:count], naive_products(grid, matrices, bias, count)) < TOLERANCE[dtype]
+                           np.empty(0, dtype) if bias is None else bias, products, *layout, dtype(0))
+    assert rel_error(products[outputs], naive_products(grid, matrices, bias, outputs)) < TOLERANCE[dtype]
     assert (products[count:] == 1234.5).all()
 
 
@@ -73,14 +103,15 @@ def test_tiled_weight_sums_match_the_naive_loops(kernels, dtype: type, vectors: 
 
 def test_non_finite_values_propagate_as_in_a_matrix_product(kernels) -> None:
     K, count = lanes(np.float32), 30
+    layout = Layout(1, 1, count, count, 1)
     grid = np.ones((count + SHIFTS.max(), 8), np.float32)
     grid[5, 3], grid[9, 0] = np.inf, np.nan
     matrices = np.ones((SHIFTS.size, 8, K), np.float32)
     products = np.empty((count, K), np.float32)
-    kernels.tiled_products(grid, SHIFTS, kernels.pack_tiles(matrices), 8, K, np.empty(0, np.float32), products, count,
+    kernels.tiled_products(grid, SHIFTS, kernels.pack_tiles(matrices), 8, K, np.empty(0, np.float32), products, *layout,
                            np.float32(0))
     with np.errstate(invalid="ignore"):
-        expected = naive_products(grid, matrices, None, count)
+        expected = naive_products(grid, matrices, None, layout.outputs())
     np.testing.assert_array_equal(np.isnan(products), np.isnan(expected))
     np.testing.assert_array_equal(np.isposinf(products), np.isposinf(expected))
 

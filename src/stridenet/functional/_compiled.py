@@ -64,19 +64,21 @@ def pack_tiles(matrices: np.ndarray) -> np.ndarray:
 
 
 def forward_block(x: np.ndarray, grid: np.ndarray, grid_shape: tuple[int, int, int], shifts: np.ndarray,
-                  matrices: np.ndarray, packed: np.ndarray, bias: np.ndarray | None, products: np.ndarray, count: int,
-                  out: np.ndarray, rectify: bool, positive: np.ndarray | None, pool: tuple[int, int] = (1, 1)) -> None:
+                  matrices: np.ndarray, packed: np.ndarray, bias: np.ndarray | None, products: np.ndarray,
+                  out_size: tuple[int, int], out: np.ndarray, rectify: bool, positive: np.ndarray | None,
+                  pool: tuple[int, int] = (1, 1)) -> None:
     """One block of ``_shifted.forward``: x (B, H, W, C) -> out (B, H_out, W_out, K), rectified if
     ``rectify``, its mask of positive values into ``positive`` unless None; with a ``pool`` window
     (kh, kw) other than (1, 1), out is instead the max of each tile of that size, (B, H_out // kh,
     W_out // kw, K) (``positive`` must then be None: for inference).
 
     ``grid`` (pixels, C) and ``products`` (pixels, K) are scratch arrays, ``grid_shape`` the layout's
-    (lead, width, rows_per_image), ``shifts`` the taps' shifts (int64), ``count`` the grid pixels to compute.
+    (lead, width, rows_per_image), ``shifts`` the taps' shifts (int64), ``out_size`` the convolution's
+    (H_out, W_out) (before pooling); ``packed``: ``pack_tiles(matrices)``, or empty for the BLAS's products.
     """
     kernels, dtype = _kernels(), out.dtype
     kernels.forward_block(_routines()[dtype], x, grid, *grid_shape, shifts, matrices, packed, _or_empty(bias, dtype, 1),
-                          products, count, out, rectify, _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
+                          products, *out_size, out, rectify, _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
 
 
 def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None, dx: np.ndarray | None,

@@ -16,11 +16,18 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = np.int32(101), np.int32(111), np.int32(112)
 
 _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
 
-# Register tiles (``_tiled_products``): outputs of 12 pixels x 2 vectors (24 of the 32 vector registers)
-# or 24 x 1 for the products, 8 channels x 2 or 1 vectors for the weight gradient.
-_PIXELS_BY_2, _PIXELS_BY_1 = tile_product(2, 12), tile_product(1, 24)
+# Register tiles (``_tiled_products``) for the products: 8, 12 or 14 pixels x 2 vectors (28 of the 32
+# vector registers at most) or x 1 vector, and 24 x 1 for a sweep over all pixels; for the weight
+# gradient, 8 channels x 2 or 1 vectors.
+_PIXELS_BY_2 = {8: tile_product(2, 8), 12: tile_product(2, 12), 14: tile_product(2, 14)}
+_PIXELS_BY_1 = {8: tile_product(1, 8), 12: tile_product(1, 12), 14: tile_product(1, 14), 24: tile_product(1, 24)}
+_P2_8, _P2_12, _P2_14 = _PIXELS_BY_2[8], _PIXELS_BY_2[12], _PIXELS_BY_2[14]
+_P1_8, _P1_12, _P1_14, _P1_24 = _PIXELS_BY_1[8], _PIXELS_BY_1[12], _PIXELS_BY_1[14], _PIXELS_BY_1[24]
 _CHANNELS_BY_2, _CHANNELS_BY_1 = tile_product(2, 8), tile_product(1, 8)
 PIXEL_ROWS, CHANNEL_ROWS = 24, 8   # the fewest pixels and input channels the tiles need
+_ROW_TILES = (8, 12, 14)           # pixels per tile when tiles follow the output's rows
+# Bytes of the matrices one pass of tiles reads for every tile (more input channels take more passes).
+MATRIX_BYTES_PER_PASS = 40 * 1024
 
 
 @_jit
@@ -105,31 +112,109 @@ def pack_tiles(matrices):
 
 
 @_jit
-def tiled_products(grid, shifts, packed, C, K, bias, products, count, zero):
-    """``products[p] = bias + sum_t grid[p + shifts[t]] @ matrices[t]`` for p < count (``bias`` may be
-    empty), ``packed`` the (T, C, K) matrices as ``pack_tiles`` lays them out: what ``taps`` computes,
-    with the output tile held in registers over all taps (see ``tiles_apply`` for the shapes). The
-    last tile of pixels may overlap the one before (its rows are written twice, with the same values)."""
+def _pixel_tile(two, rows, zero, a, a_row, shifts, taps, b, span, b_tap, steps, init, out, out_row):
+    """One tile of ``rows`` pixels x ``span`` outputs (two vectors if ``two``) for ``tiled_products``:
+    ``steps`` input channels of each of the ``taps`` taps."""
+    if two:
+        if rows == 14:
+            _P2_14(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+        elif rows == 12:
+            _P2_12(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+        else:
+            _P2_8(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+    elif rows == 24:
+        _P1_24(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+    elif rows == 14:
+        _P1_14(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+    elif rows == 12:
+        _P1_12(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+    else:
+        _P1_8(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+
+
+@_jit
+def _tile_starts(images, out_h, out_w, width, rows_per_image, rows, along_rows):
+    """The first grid pixel of every tile of ``rows`` pixels, along each output row (``along_rows``) or in
+    one sweep up to the last output, and how many of them come first: tiles that overlap no other. The
+    rest, each row's (or the sweep's) last tile where it does not fit whole, are moved back to end where
+    the outputs end, overlapping the tile before."""
+    if along_rows:
+        runs, length, step = images * out_h, out_w, 0
+    else:
+        runs, length = 1, ((images - 1) * rows_per_image + out_h - 1) * width + out_w
+    whole, partial = length // rows, length % rows > 0
+    starts = np.empty(runs * (whole + partial), np.int64)
+    n = 0
+    for run in range(runs):
+        first = (run // out_h * rows_per_image + run % out_h) * width if along_rows else 0
+        for t in range(whole):
+            starts[n] = first + t * rows
+            n += 1
+    if partial:
+        for run in range(runs):
+            first = (run // out_h * rows_per_image + run % out_h) * width if along_rows else 0
+            starts[n] = first + length - rows
+            n += 1
+    return starts, runs * whole
+
+
+@_jit
+def row_tile(out_h, out_w, width, rows_per_image):
+    """Pixels per tile when tiles follow the output's rows (each row's last tile overlapping the one
+    before), or 0 where a sweep over every grid pixel, padding columns and rows included, computes less."""
+    best, best_cost = 0, (rows_per_image * width) * 1.0 / 12   # per image, in 12-pixel tiles of the sweep
+    for rows in _ROW_TILES:
+        if rows <= out_w:
+            tiles = (out_w + rows - 1) // rows
+            cost = out_h * tiles * rows * 1.0 / 12 + out_h * tiles * 0.05   # and a little for each tile
+            if cost < best_cost:
+                best, best_cost = rows, cost
+    return best
+
+
+@_jit
+def tiled_products(grid, shifts, packed, C, K, bias, products, images, out_h, out_w, width, rows_per_image, zero):
+    """``products[o] = bias + sum_t grid[o + shifts[t]] @ matrices[t]`` for the grid pixels ``o`` of the
+    ``images`` outputs (out_h, out_w) laid out ``width`` pixels a row, ``rows_per_image`` rows an image
+    (``bias`` may be empty); ``packed`` the (T, C, K) matrices as ``pack_tiles`` lays them out. What
+    ``taps`` computes, with the output tile held in registers over all taps (see ``tiles_apply`` for
+    the shapes). Tiles follow the output's rows where that computes less than sweeping over all grid
+    pixels up to the last output (``row_tile``); the padding pixels between are then left unwritten.
+    A row's (or the sweep's) last tile may overlap the one before: its rows are written twice, with the
+    same values."""
     T = shifts.size
     size = products.itemsize
-    width = VECTOR_BYTES // size
+    width_vectors = VECTOR_BYTES // size
     a, out, shift_address = _address(grid), _address(products), _address(shifts)
+    along_rows = row_tile(out_h, out_w, width, rows_per_image)
+    starts_two, whole_two = _tile_starts(images, out_h, out_w, width, rows_per_image, along_rows or 12, along_rows > 0)
+    starts_one, whole_one = starts_two, whole_two
+    if not along_rows:
+        starts_one, whole_one = _tile_starts(images, out_h, out_w, width, rows_per_image, 24, False)
     k0 = 0
     while k0 < K:
-        span = _span(K - k0, width)
-        rows = 12 if span == 2 * width else 24
+        span = _span(K - k0, width_vectors)
+        two = span == 2 * width_vectors
+        rows = along_rows if along_rows else (12 if two else 24)
+        starts, whole = (starts_two, whole_two) if two else (starts_one, whole_one)
         matrices = _address(packed) + T * C * k0 * size
-        init = _address(bias) + k0 * size if bias.size > 0 else np.int64(0)
-        p0 = 0
-        while p0 < count:
-            p0 = min(p0, count - rows)
-            if span == 2 * width:
-                _PIXELS_BY_2(zero, a + p0 * C * size, C, 1, shift_address, C, T, matrices, span, C * span,
-                             C, init, out + (p0 * K + k0) * size, K)
-            else:
-                _PIXELS_BY_1(zero, a + p0 * C * size, C, 1, shift_address, C, T, matrices, span, C * span,
-                             C, init, out + (p0 * K + k0) * size, K)
-            p0 += rows
+        start = _address(bias) + k0 * size if bias.size > 0 else np.int64(0)
+        # Input channels per pass: this span's matrices for them stay in the level-1 cache while every
+        # tile that overlaps no other adds them in. A tile overlapping the one before then makes all
+        # its passes at once (adding a pass twice to the rows they share would count it twice).
+        chunk = max(CHANNEL_ROWS, MATRIX_BYTES_PER_PASS // (T * span * size))
+        for c0 in range(0, C, chunk):
+            for n in range(whole):
+                p0 = starts[n]
+                _pixel_tile(two, rows, zero, a + (p0 * C + c0) * size, C, shift_address, T,
+                            matrices + c0 * span * size, span, C * span, min(chunk, C - c0),
+                            start if c0 == 0 else np.int64(-1), out + (p0 * K + k0) * size, K)
+        for n in range(whole, starts.size):
+            p0 = starts[n]
+            for c0 in range(0, C, chunk):
+                _pixel_tile(two, rows, zero, a + (p0 * C + c0) * size, C, shift_address, T,
+                            matrices + c0 * span * size, span, C * span, min(chunk, C - c0),
+                            start if c0 == 0 else np.int64(-1), out + (p0 * K + k0) * size, K)
         k0 += span
 
 
@@ -180,14 +265,16 @@ def copy_out(products, width, rows_per_image, out, rectify, positive, zero):
 
 
 @_jit
-def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, packed, bias, products, count,
-                  out, rectify, positive, pool_h, pool_w, one, zero):
+def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, packed, bias, products, out_h,
+                  out_w, out, rectify, positive, pool_h, pool_w, one, zero):
     """See ``_compiled.forward_block``."""
     C, K = matrices.shape[1], matrices.shape[2]
     size = grid.itemsize
+    count = ((out.shape[0] - 1) * rows_per_image + out_h - 1) * width + out_w   # grid pixels up to the last output
     lay_out(x, grid, lead, width, rows_per_image, np.empty((0, 0, 0, 0), np.bool_), np.empty(0), zero)
     if packed.size > 0 and tiles_apply(C, K, count, size):
-        tiled_products(grid, shifts, packed, C, K, bias, products, count, zero)
+        tiled_products(grid, shifts, packed, C, K, bias, products, out.shape[0], out_h, out_w, width,
+                       rows_per_image, zero)
     else:
         if bias.size > 0:
             for p in range(count):
@@ -218,7 +305,8 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
     if dx.size > 0:
         lay_out(dout, grid_dout, d_lead, d_width, d_rows, positive, db, zero)
         if dx_packed.size > 0 and tiles_apply(K, C, dx_count, size):
-            tiled_products(grid_dout, dx_shifts, dx_packed, K, C, np.empty(0, dx.dtype), products, dx_count, zero)
+            tiled_products(grid_dout, dx_shifts, dx_packed, K, C, np.empty(0, dx.dtype), products, dx.shape[0],
+                           dx.shape[1], dx.shape[2], d_width, d_rows, zero)
         else:
             taps(gemm, _NO_TRANS, dx_count, C, K, _address(grid_dout), K, dx_shifts, K * size,
                  _address(dx_matrices), K * C * size, C, _address(products), 0, C, one, zero, False)

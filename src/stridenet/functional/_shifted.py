@@ -112,7 +112,7 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
                 x[n0:n1], _fresh_grid("grid_x", layout.pixels(B), x.shape[3], x.dtype), layout.extent,
                 layout.shift_array(axes), matrices, packed, b,
                 scratch("shifted_out", (layout.at_start().pixels(B), K), x.dtype),
-                layout.count(B, h.out, v.out), out[n0:n1], rectify, mask, pool)
+                (h.out, v.out), out[n0:n1], rectify, mask, pool)
             continue
         grid = _bordered("grid_x", x[n0:n1], layout)
         valid = _sum_of_shifted(grid, layout, axes, matrices, n1 - n0, "shifted_out", b)

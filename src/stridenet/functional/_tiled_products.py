@@ -18,11 +18,12 @@ fused multiply-add (no reassociation beyond that).
 The kernel, for ``r < rows`` and ``e < vectors * lanes``, with ``A``, ``B``, ``out`` and ``init``
 arrays of the witness' dtype given by their addresses and every step and offset counted in elements:
 
-    out[r * out_row + e] = init[e] (0 where ``init`` is 0)
+    out[r * out_row + e] = start
         + sum over t < taps, j < steps of
           A[shifts[t] * shift_scale + r * a_row + j * a_step] * B[t * b_tap + j * b_step + e]
 
-``shifts`` is the address of ``taps`` int64 values.
+``shifts`` is the address of ``taps`` int64 values; ``start`` is ``init[e]``, 0 where ``init`` is 0,
+or, where ``init`` is -1, the value ``out`` holds already (the tile adds to it).
 """
 
 from __future__ import annotations
@@ -100,19 +101,35 @@ def _emit(builder: ir.IRBuilder, vectors: int, rows: int, single: bool, args: An
     a_base, b_base, out_base, init_base = address(a), address(b), address(out), address(init)
     shift_base = builder.inttoptr(shifts, _I64.as_pointer())
 
-    # The tile's start: ``init`` broadcast down the rows, or zeros.
+    # The tile's start: what ``out`` holds (``init`` -1), ``init`` broadcast down the rows, or zeros.
+    def out_offset(r: int, v: int) -> ir.Value:
+        return builder.add(builder.mul(constant(r), out_row), constant(v * width))
+
+    held = builder.icmp_signed("==", init, constant(-1))
     has_init = builder.icmp_signed("!=", init, constant(0))
-    with builder.if_else(has_init) as (then, otherwise):
+    with builder.if_else(held) as (then, otherwise):
         with then:
-            initial = [load_vector(init_base, constant(v * width)) for v in range(vectors)]
-            from_init = builder.block
+            loaded = [load_vector(out_base, out_offset(r, v)) for r in range(rows) for v in range(vectors)]
+            from_out = builder.block
         with otherwise:
-            from_zero = builder.block
+            with builder.if_else(has_init) as (given, absent):
+                with given:
+                    initial = [load_vector(init_base, constant(v * width)) for v in range(vectors)]
+                    from_init = builder.block
+                with absent:
+                    from_zero = builder.block
+            broadcast = []
+            for v in range(vectors):
+                phi = builder.phi(vector)
+                phi.add_incoming(initial[v], from_init)
+                phi.add_incoming(zero_vector, from_zero)
+                broadcast.append(phi)
+            from_broadcast = builder.block
     start = []
-    for v in range(vectors):
+    for i in range(rows * vectors):
         phi = builder.phi(vector)
-        phi.add_incoming(initial[v], from_init)
-        phi.add_incoming(zero_vector, from_zero)
+        phi.add_incoming(loaded[i], from_out)
+        phi.add_incoming(broadcast[i % vectors], from_broadcast)
         start.append(phi)
 
     entry = builder.block
@@ -124,8 +141,8 @@ def _emit(builder: ir.IRBuilder, vectors: int, rows: int, single: bool, args: An
     t = builder.phi(_I64)
     t.add_incoming(constant(0), entry)
     tile_at_tap = [builder.phi(vector) for _ in range(rows * vectors)]
-    for i, phi in enumerate(tile_at_tap):
-        phi.add_incoming(start[i % vectors], entry)
+    for phi, value in zip(tile_at_tap, start, strict=True):
+        phi.add_incoming(value, entry)
     shift = builder.load(builder.gep(shift_base, [t]))
     a_tap = builder.gep(a_base, [builder.mul(shift, shift_scale)])
     b_tap_base = builder.gep(b_base, [builder.mul(t, b_tap)])
@@ -164,6 +181,5 @@ def _emit(builder: ir.IRBuilder, vectors: int, rows: int, single: bool, args: An
 
     builder.position_at_end(done)
     for r in range(rows):
-        row = builder.mul(constant(r), out_row)
         for v in range(vectors):
-            store_vector(updated[r * vectors + v], out_base, builder.add(row, constant(v * width)))
+            store_vector(updated[r * vectors + v], out_base, out_offset(r, v))
