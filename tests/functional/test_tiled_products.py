@@ -79,7 +79,8 @@ def test_tiled_products_match_the_naive_loops(kernels, dtype: type, vectors: int
     products = np.full((count + 3, K), 1234.5, dtype)   # three rows past the output: must stay as they are
     assert kernels.tiles_apply(channels, K, count, products.itemsize)
     if channels == 140:
-        assert SHIFTS.size * channels * min(K, 2 * lanes(dtype)) * np.dtype(dtype).itemsize > kernels.MATRIX_BYTES_PER_PASS
+        span_bytes = min(K, 2 * lanes(dtype)) * np.dtype(dtype).itemsize
+        assert SHIFTS.size * channels * span_bytes > kernels.MATRIX_BYTES_PER_PASS
     kernels.tiled_products(grid, SHIFTS, kernels.pack_tiles(matrices), channels, K,
                            np.empty(0, dtype) if bias is None else bias, products, *layout, dtype(0))
     assert rel_error(products[outputs], naive_products(grid, matrices, bias, outputs)) < TOLERANCE[dtype]

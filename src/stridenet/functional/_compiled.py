@@ -97,7 +97,8 @@ def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None,
     kernels, dtype = _kernels(), x.dtype
     kernels.backward_block(_routines()[dtype], x, dout, _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4),
                            *grids, *x_shape, *dout_shape, same, shifts, dx_shifts, _or_empty(dx_matrices, dtype, 3),
-                           dx_packed, products, tap_sums, *counts, grads, first, _or_empty(db, np.float64, 1), *_scalars(dtype))
+                           dx_packed, products, tap_sums, *counts, grads, first, _or_empty(db, np.float64, 1),
+                           *_scalars(dtype))
 
 
 def max_pool_tiled_forward(x: np.ndarray, kernel: tuple[int, int], out: np.ndarray) -> None:

@@ -139,7 +139,7 @@ def _tile_starts(images, out_h, out_w, width, rows_per_image, rows, along_rows):
     rest, each row's (or the sweep's) last tile where it does not fit whole, are moved back to end where
     the outputs end, overlapping the tile before."""
     if along_rows:
-        runs, length, step = images * out_h, out_w, 0
+        runs, length = images * out_h, out_w
     else:
         runs, length = 1, ((images - 1) * rows_per_image + out_h - 1) * width + out_w
     whole, partial = length // rows, length % rows > 0
