@@ -76,6 +76,7 @@ CASES = {
     "3x3-tiles": Case(2, 12, 9, 9, 32, (3, 3), 1),
     "3x3-tiles-48-no-bias": Case(1, 16, 7, 6, 48, (3, 3), 1, bias=False),   # dx tiled too (16 channels)
     "3x3-tiles-dilation2": Case(2, 32, 8, 8, 16, (3, 3), 2, dilation=2),
+    "3x3-tiles-valid": Case(2, 10, 8, 7, 16, (3, 3), 0),     # the padded gradient is not on the input's grid
 }
 DTYPES = [np.float32, np.float64]
 # largest rel_error against the naive float64 loops, and between the shifted and the im2col path

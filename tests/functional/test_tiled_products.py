@@ -90,16 +90,33 @@ def test_tiled_products_match_the_naive_loops(kernels, dtype: type, vectors: int
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("vectors", [1, 2, 3])
 @pytest.mark.parametrize("channels", [8, 12, 33])        # 12 and 33: the last tile of 8 channels overlaps
-@pytest.mark.parametrize("count", [24, 61])
-def test_tiled_weight_sums_match_the_naive_loops(kernels, dtype: type, vectors: int, channels: int, count: int) -> None:
-    rng = np.random.default_rng(channels + count)
+@pytest.mark.parametrize("layout", [Layout(1, 1, 24, 24, 1), Layout(2, 5, 14, 16, 6), Layout(3, 2, 9, 10, 3)])
+def test_tiled_weight_sums_match_the_naive_loops(kernels, dtype: type, vectors: int, channels: int,
+                                                 layout: Layout) -> None:
+    rng = np.random.default_rng(channels + layout.out_w)
     K = vectors * lanes(dtype)
-    grid = rng.standard_normal((count + SHIFTS.max(), channels)).astype(dtype)
-    gradient = rng.standard_normal((count, K)).astype(dtype)
+    outputs = layout.outputs()
+    grid = rng.standard_normal((outputs[-1] + 1 + SHIFTS.max(), channels)).astype(dtype)
+    gradient = rng.standard_normal((len(outputs), K)).astype(dtype)
     sums = np.full((SHIFTS.size, channels, K), np.nan, dtype)
-    kernels.tiled_weight_sums(grid, SHIFTS, np.int64(gradient.ctypes.data), count, sums, dtype(0))
-    expected = np.stack([grid[s:s + count].astype(np.float64).T @ gradient.astype(np.float64) for s in SHIFTS])
+    kernels.tiled_weight_sums(grid, SHIFTS, gradient, *layout, sums, dtype(0))
+    expected = np.stack([grid[np.add(outputs, s)].astype(np.float64).T @ gradient.astype(np.float64) for s in SHIFTS])
     assert rel_error(sums, expected) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("summed", [True, False])
+def test_masked_rows_copy_the_gradient_through_its_mask_and_add_it_up(kernels, masked: bool, summed: bool) -> None:
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    positive = rng.random(values.shape) > 0.5
+    rows = np.full((24, 5), np.nan, np.float32)
+    sums = np.zeros(5 if summed else 0)
+    kernels.masked_rows(values, positive if masked else np.empty((0, 0, 0, 0), np.bool_), rows, sums, np.float32(0))
+    expected = np.where(positive, values, 0) if masked else values
+    np.testing.assert_array_equal(rows, expected.reshape(24, 5))
+    if summed:
+        np.testing.assert_allclose(sums, expected.reshape(24, 5).astype(np.float64).sum(axis=0), rtol=1e-12)
 
 
 def test_non_finite_values_propagate_as_in_a_matrix_product(kernels) -> None:

@@ -219,30 +219,57 @@ def tiled_products(grid, shifts, packed, C, K, bias, products, images, out_h, ou
 
 
 @_jit
-def tiled_weight_sums(grid, shifts, gradient, count, sums, zero):
-    """``sums[t] = grid[shifts[t] : shifts[t] + count].T @ gradient`` (C, K) for every tap t, ``gradient``
-    the address of ``count`` rows of K values: what ``taps`` computes with ``_TRANS``, each tile of
-    8 channels x 1 or 2 vectors held in registers over all ``count`` pixels."""
+def tiled_weight_sums(grid, shifts, gradient, images, out_h, out_w, width, rows_per_image, sums, zero):
+    """``sums[t] = sum over outputs o of outer(grid[o + shifts[t]], gradient at o)`` (C, K) for every tap t,
+    ``gradient`` (images * out_h * out_w, K) the outputs' gradient rows, in order, the outputs' grid
+    pixels ``o`` laid out ``width`` pixels a row and ``rows_per_image`` rows an image: what ``taps``
+    computes with ``_TRANS`` over the gradient on the grid, but only over the outputs (not the
+    padding between them, where that gradient is zero). Each tile of 8 channels x 1 or 2 vectors is held
+    in registers over all outputs, one output row after another."""
     T, C, K = sums.shape
     size = sums.itemsize
-    width = VECTOR_BYTES // size
-    a, out, shift_address = _address(grid), _address(sums), _address(shifts)
+    width_vectors = VECTOR_BYTES // size
+    a, out, b = _address(grid), _address(sums), _address(gradient)
+    runs = images * out_h
+    offsets = np.empty(runs, np.int64)   # for each output row: its first pixel read under this tap
     for t in range(T):
+        for run in range(runs):
+            offsets[run] = (run // out_h * rows_per_image + run % out_h) * width + shifts[t]
         k0 = 0
         while k0 < K:
-            span = _span(K - k0, width)
+            span = _span(K - k0, width_vectors)
             c0 = 0
             while c0 < C:
                 c0 = min(c0, C - CHANNEL_ROWS)
                 target = out + ((t * C + c0) * K + k0) * size
-                if span == 2 * width:
-                    _CHANNELS_BY_2(zero, a + c0 * size, 1, C, shift_address + t * 8, C, 1, gradient + k0 * size, K,
-                                   0, count, 0, target, K)
+                if span == 2 * width_vectors:
+                    _CHANNELS_BY_2(zero, a + c0 * size, 1, C, _address(offsets), C, runs, b + k0 * size, K,
+                                   out_w * K, out_w, 0, target, K)
                 else:
-                    _CHANNELS_BY_1(zero, a + c0 * size, 1, C, shift_address + t * 8, C, 1, gradient + k0 * size, K,
-                                   0, count, 0, target, K)
+                    _CHANNELS_BY_1(zero, a + c0 * size, 1, C, _address(offsets), C, runs, b + k0 * size, K,
+                                   out_w * K, out_w, 0, target, K)
                 c0 += CHANNEL_ROWS
             k0 += span
+
+
+@_jit
+def masked_rows(values, positive, rows, sums, zero):
+    """rows (B * h * w, C) = values (B, h, w, C), zero where a non-empty mask ``positive`` is False;
+    the values written added to a non-empty float64 ``sums`` (C,)."""
+    B, h, w, C = values.shape
+    masked, summed = positive.size > 0, sums.size > 0
+    p = 0
+    for b in range(B):
+        for i in range(h):
+            for j in range(w):
+                for c in range(C):
+                    v = values[b, i, j, c]
+                    if masked and not positive[b, i, j, c]:
+                        v = zero
+                    rows[p, c] = v
+                    if summed:
+                        sums[c] += v
+                p += 1
 
 
 @_jit
@@ -296,14 +323,15 @@ def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, 
 
 @_jit
 def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width, x_rows,
-                   d_lead, d_width, d_rows, same, shifts, dx_shifts, dx_matrices, dx_packed, products, tap_sums, count,
-                   dx_count, grads, first, db, one, zero):
+                   d_lead, d_width, d_rows, same, shifts, dx_shifts, dx_matrices, dx_packed, products, rows, tap_sums,
+                   count, dx_count, grads, first, db, one, zero):
     """See ``_compiled.backward_block``."""
     C, K = x.shape[3], dout.shape[3]
     size = x.itemsize
-    no_mask = np.empty((0, 0, 0, 0), np.bool_)
+    no_mask, no_sums = np.empty((0, 0, 0, 0), np.bool_), np.empty(0)
+    tiled = tiles_apply(C, K, count, size) and count > 0 and rows.size > 0   # dw from the gradient's rows
     if dx.size > 0:
-        lay_out(dout, grid_dout, d_lead, d_width, d_rows, positive, db, zero)
+        lay_out(dout, grid_dout, d_lead, d_width, d_rows, positive, no_sums if tiled else db, zero)
         if dx_packed.size > 0 and tiles_apply(K, C, dx_count, size):
             tiled_products(grid_dout, dx_shifts, dx_packed, K, C, np.empty(0, dx.dtype), products, dx.shape[0],
                            dx.shape[1], dx.shape[2], d_width, d_rows, zero)
@@ -311,18 +339,17 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
             taps(gemm, _NO_TRANS, dx_count, C, K, _address(grid_dout), K, dx_shifts, K * size,
                  _address(dx_matrices), K * C * size, C, _address(products), 0, C, one, zero, False)
         copy_out(products, d_width, d_rows, dx, False, no_mask, zero)
-        if same:   # the padded gradient is on the input's grid, ``d_lead`` rows on
+    lay_out(x, grid_x, x_lead, x_width, x_rows, no_mask, no_sums, zero)
+    if tiled:
+        masked_rows(dout, positive, rows, db, zero)
+        tiled_weight_sums(grid_x, shifts, rows, dout.shape[0], dout.shape[1], dout.shape[2], x_width, x_rows,
+                          tap_sums, zero)
+    else:
+        if dx.size > 0 and same:   # the padded gradient is on the input's grid, ``d_lead`` rows on
             on_grid = _address(grid_dout) + d_lead * d_width * K * size
         else:
-            lay_out(dout, grid_on_x, 0, x_width, x_rows, positive, np.empty(0), zero)
+            lay_out(dout, grid_on_x, 0, x_width, x_rows, positive, db if dx.size == 0 else no_sums, zero)
             on_grid = _address(grid_on_x)
-    else:
-        lay_out(dout, grid_on_x, 0, x_width, x_rows, positive, db, zero)
-        on_grid = _address(grid_on_x)
-    lay_out(x, grid_x, x_lead, x_width, x_rows, no_mask, np.empty(0), zero)
-    if tiles_apply(C, K, count, size) and count > 0:
-        tiled_weight_sums(grid_x, shifts, on_grid, count, tap_sums, zero)
-    else:
         taps(gemm, _TRANS, C, K, count, _address(grid_x), C, shifts, C * size, on_grid, 0, K,
              _address(tap_sums), C * K * size, K, one, zero, False)
     flat_grads, flat_sums = grads.reshape(-1), tap_sums.reshape(-1)
