@@ -87,21 +87,43 @@ def test_tiled_products_match_the_naive_loops(kernels, dtype: type, vectors: int
     assert (products[count:] == 1234.5).all()
 
 
+def kernel_shifts(layout: Layout, kernel: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
+    """The taps' shifts (row-major) of a kernel on the layout's grid."""
+    return np.array([i * dilation[0] * layout.width + j * dilation[1]
+                     for i in range(kernel[0]) for j in range(kernel[1])], np.int64)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("vectors", [1, 2, 3])
-@pytest.mark.parametrize("channels", [8, 12, 33])        # 12 and 33: the last tile of 8 channels overlaps
-@pytest.mark.parametrize("layout", [Layout(1, 1, 24, 24, 1), Layout(2, 5, 14, 16, 6), Layout(3, 2, 9, 10, 3)])
+@pytest.mark.parametrize(("channels", "kernel", "dilation"), [
+    (8, (1, 5), (1, 1)), (12, (2, 2), (1, 1)), (33, (1, 1), (1, 1)),   # 8 channels of one tap (12, 33: overlap)
+    (4, (3, 3), (1, 1)), (6, (2, 3), (2, 1)), (13, (3, 3), (1, 2)),    # 3 taps of a row x 4 channels
+    (1, (3, 3), (1, 1)), (3, (3, 3), (2, 2)),                          # the 3 x 3 taps of each channel
+])
+@pytest.mark.parametrize("layout", [Layout(1, 1, 24, 24, 1), Layout(2, 5, 14, 18, 8), Layout(3, 2, 9, 13, 6)])
 def test_tiled_weight_sums_match_the_naive_loops(kernels, dtype: type, vectors: int, channels: int,
+                                                 kernel: tuple[int, int], dilation: tuple[int, int],
                                                  layout: Layout) -> None:
     rng = np.random.default_rng(channels + layout.out_w)
     K = vectors * lanes(dtype)
     outputs = layout.outputs()
-    grid = rng.standard_normal((outputs[-1] + 1 + SHIFTS.max(), channels)).astype(dtype)
+    shifts, kernel_w = kernel_shifts(layout, kernel, dilation), kernel[1]
+    assert kernels.weight_tiles_apply(channels, K, len(outputs), np.dtype(dtype).itemsize, *kernel)
+    grid = rng.standard_normal((outputs[-1] + 1 + shifts.max(), channels)).astype(dtype)
     gradient = rng.standard_normal((len(outputs), K)).astype(dtype)
-    sums = np.full((SHIFTS.size, channels, K), np.nan, dtype)
-    kernels.tiled_weight_sums(grid, SHIFTS, gradient, *layout, sums, dtype(0))
-    expected = np.stack([grid[np.add(outputs, s)].astype(np.float64).T @ gradient.astype(np.float64) for s in SHIFTS])
+    sums = np.full((shifts.size, channels, K), np.nan, dtype)
+    kernels.tiled_weight_sums(grid, shifts, kernel_w, gradient, *layout, sums, dtype(0))
+    expected = np.stack([grid[np.add(outputs, s)].astype(np.float64).T @ gradient.astype(np.float64) for s in shifts])
     assert rel_error(sums, expected) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize(("channels", "kernel", "expected"), [
+    (8, (1, 1), True), (7, (1, 1), False), (4, (1, 3), True), (3, (1, 3), False), (3, (3, 3), True),
+    (1, (3, 3), True), (2, (3, 2), False)])
+def test_weight_tiles_apply_to_these_kernels(kernels, channels: int, kernel: tuple[int, int], expected: bool) -> None:
+    assert kernels.weight_tiles_apply(channels, 16, 100, 4, *kernel) is expected
+    assert not kernels.weight_tiles_apply(channels, 24, 100, 4, *kernel)   # not whole vectors of filters
+    assert not kernels.weight_tiles_apply(channels, 16, 0, 4, *kernel)     # nothing to sum
 
 
 @pytest.mark.parametrize("masked", [True, False])

@@ -18,12 +18,14 @@ _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
 
 # Register tiles (``_tiled_products``) for the products: 8, 12 or 14 pixels x 2 vectors (28 of the 32
 # vector registers at most) or x 1 vector, and 24 x 1 for a sweep over all pixels; for the weight
-# gradient, 8 channels x 2 or 1 vectors.
+# gradient, 8 channels, 3 taps x 4 channels or 3 x 3 taps, x 2 or 1 vectors.
 _PIXELS_BY_2 = {8: tile_product(2, 8), 12: tile_product(2, 12), 14: tile_product(2, 14)}
 _PIXELS_BY_1 = {8: tile_product(1, 8), 12: tile_product(1, 12), 14: tile_product(1, 14), 24: tile_product(1, 24)}
 _P2_8, _P2_12, _P2_14 = _PIXELS_BY_2[8], _PIXELS_BY_2[12], _PIXELS_BY_2[14]
 _P1_8, _P1_12, _P1_14, _P1_24 = _PIXELS_BY_1[8], _PIXELS_BY_1[12], _PIXELS_BY_1[14], _PIXELS_BY_1[24]
 _CHANNELS_BY_2, _CHANNELS_BY_1 = tile_product(2, 8), tile_product(1, 8)
+_TAPS_BY_CHANNELS_2, _TAPS_BY_CHANNELS_1 = tile_product(2, 4, 3), tile_product(1, 4, 3)
+_TAP_GRID_2, _TAP_GRID_1 = tile_product(2, 3, 3), tile_product(1, 3, 3)
 PIXEL_ROWS, CHANNEL_ROWS = 24, 8   # the fewest pixels and input channels the tiles need
 _ROW_TILES = (8, 12, 14)           # pixels per tile when tiles follow the output's rows
 # Bytes of the matrices one pass of tiles reads for every tile (more input channels take more passes).
@@ -117,19 +119,19 @@ def _pixel_tile(two, rows, zero, a, a_row, shifts, taps, b, span, b_tap, steps, 
     ``steps`` input channels of each of the ``taps`` taps."""
     if two:
         if rows == 14:
-            _P2_14(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+            _P2_14(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
         elif rows == 12:
-            _P2_12(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+            _P2_12(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
         else:
-            _P2_8(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+            _P2_8(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif rows == 24:
-        _P1_24(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+        _P1_24(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif rows == 14:
-        _P1_14(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+        _P1_14(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif rows == 12:
-        _P1_12(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+        _P1_12(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     else:
-        _P1_8(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row)
+        _P1_8(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
 
 
 @_jit
@@ -219,37 +221,73 @@ def tiled_products(grid, shifts, packed, C, K, bias, products, images, out_h, ou
 
 
 @_jit
-def tiled_weight_sums(grid, shifts, gradient, images, out_h, out_w, width, rows_per_image, sums, zero):
+def weight_tiles_apply(channels, filters, count, itemsize, kernel_h, kernel_w):
+    """Whether ``tiled_weight_sums`` handles a weight gradient: whole vectors of filters, outputs to sum
+    over, and 8 input channels or more, or 4 or more with 3 taps a kernel row, or a 3x3 kernel."""
+    if filters % (VECTOR_BYTES // itemsize) != 0 or count <= 0:
+        return False
+    return channels >= CHANNEL_ROWS or (kernel_w == 3 and channels >= 4) or (kernel_h == 3 and kernel_w == 3)
+
+
+@_jit
+def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, width, rows_per_image, sums, zero):
     """``sums[t] = sum over outputs o of outer(grid[o + shifts[t]], gradient at o)`` (C, K) for every tap t,
     ``gradient`` (images * out_h * out_w, K) the outputs' gradient rows, in order, the outputs' grid
     pixels ``o`` laid out ``width`` pixels a row and ``rows_per_image`` rows an image: what ``taps``
     computes with ``_TRANS`` over the gradient on the grid, but only over the outputs (not the
-    padding between them, where that gradient is zero). Each tile of 8 channels x 1 or 2 vectors is held
-    in registers over all outputs, one output row after another."""
+    padding between them, where that gradient is zero). ``shifts`` are the taps' in row-major order,
+    ``kernel_w`` a row. Each tile is held in registers over all outputs, one output row after another:
+    3 taps of a kernel row x 4 channels where kernel rows have 3 taps, the 3x3 taps of one channel
+    for fewer than 4 channels, else 8 channels of one tap; each x 1 or 2 vectors of filters
+    (``weight_tiles_apply`` says which shapes)."""
     T, C, K = sums.shape
     size = sums.itemsize
     width_vectors = VECTOR_BYTES // size
     a, out, b = _address(grid), _address(sums), _address(gradient)
     runs = images * out_h
-    offsets = np.empty(runs, np.int64)   # for each output row: its first pixel read under this tap
-    for t in range(T):
+    tap_step = shifts[1] - shifts[0] if kernel_w > 1 else 0          # pixels from one tap to the next in a row
+    row_step = shifts[kernel_w] - shifts[0] if T > kernel_w else 0   # ... and to the next kernel row
+    offsets = np.empty(runs, np.int64)   # for each output row: its first pixel read under the tile's first tap
+    if kernel_w == 3 and C >= 4:
+        form, firsts, tile_channels = 1, T // 3, 4   # 3 taps x 4 channels from each kernel row's first tap
+    elif kernel_w == 3 and T == 9:
+        form, firsts, tile_channels = 2, 1, 1        # 3 x 3 taps of each channel
+    else:
+        form, firsts, tile_channels = 0, T, CHANNEL_ROWS
+    for first in range(firsts):
+        t = first * 3 if form == 1 else first
         for run in range(runs):
             offsets[run] = (run // out_h * rows_per_image + run % out_h) * width + shifts[t]
         k0 = 0
         while k0 < K:
-            span = _span(K - k0, width_vectors)
+            two = _span(K - k0, width_vectors) == 2 * width_vectors
             c0 = 0
             while c0 < C:
-                c0 = min(c0, C - CHANNEL_ROWS)
+                c0 = min(c0, C - tile_channels)
                 target = out + ((t * C + c0) * K + k0) * size
-                if span == 2 * width_vectors:
-                    _CHANNELS_BY_2(zero, a + c0 * size, 1, C, _address(offsets), C, runs, b + k0 * size, K,
-                                   out_w * K, out_w, 0, target, K)
+                source, gradient_k = a + c0 * size, b + k0 * size
+                if form == 1:      # rows: 4 channels (1 apart) in groups: 3 taps (tap_step pixels apart)
+                    if two:
+                        _TAPS_BY_CHANNELS_2(zero, source, 1, C, _address(offsets), C, runs, gradient_k, K, out_w * K,
+                                            out_w, 0, target, K, tap_step * C, C * K)
+                    else:
+                        _TAPS_BY_CHANNELS_1(zero, source, 1, C, _address(offsets), C, runs, gradient_k, K, out_w * K,
+                                            out_w, 0, target, K, tap_step * C, C * K)
+                elif form == 2:    # rows: 3 taps of a kernel row in groups: 3 kernel rows
+                    if two:
+                        _TAP_GRID_2(zero, source, tap_step * C, C, _address(offsets), C, runs, gradient_k, K,
+                                    out_w * K, out_w, 0, target, C * K, row_step * C, 3 * C * K)
+                    else:
+                        _TAP_GRID_1(zero, source, tap_step * C, C, _address(offsets), C, runs, gradient_k, K,
+                                    out_w * K, out_w, 0, target, C * K, row_step * C, 3 * C * K)
+                elif two:          # rows: 8 channels of one tap
+                    _CHANNELS_BY_2(zero, source, 1, C, _address(offsets), C, runs, gradient_k, K, out_w * K, out_w,
+                                   0, target, K, 0, 0)
                 else:
-                    _CHANNELS_BY_1(zero, a + c0 * size, 1, C, _address(offsets), C, runs, b + k0 * size, K,
-                                   out_w * K, out_w, 0, target, K)
-                c0 += CHANNEL_ROWS
-            k0 += span
+                    _CHANNELS_BY_1(zero, source, 1, C, _address(offsets), C, runs, gradient_k, K, out_w * K, out_w,
+                                   0, target, K, 0, 0)
+                c0 += tile_channels
+            k0 += 2 * width_vectors if two else width_vectors
 
 
 @_jit
@@ -323,13 +361,13 @@ def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, 
 
 @_jit
 def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width, x_rows,
-                   d_lead, d_width, d_rows, same, shifts, dx_shifts, dx_matrices, dx_packed, products, rows, tap_sums,
-                   count, dx_count, grads, first, db, one, zero):
+                   d_lead, d_width, d_rows, same, shifts, kernel_w, dx_shifts, dx_matrices, dx_packed, products, rows,
+                   tap_sums, count, dx_count, grads, first, db, one, zero):
     """See ``_compiled.backward_block``."""
     C, K = x.shape[3], dout.shape[3]
     size = x.itemsize
     no_mask, no_sums = np.empty((0, 0, 0, 0), np.bool_), np.empty(0)
-    tiled = tiles_apply(C, K, count, size) and count > 0 and rows.size > 0   # dw from the gradient's rows
+    tiled = rows.size > 0 and weight_tiles_apply(C, K, count, size, shifts.size // kernel_w, kernel_w)
     if dx.size > 0:
         lay_out(dout, grid_dout, d_lead, d_width, d_rows, positive, no_sums if tiled else db, zero)
         if dx_packed.size > 0 and tiles_apply(K, C, dx_count, size):
@@ -342,8 +380,8 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
     lay_out(x, grid_x, x_lead, x_width, x_rows, no_mask, no_sums, zero)
     if tiled:
         masked_rows(dout, positive, rows, db, zero)
-        tiled_weight_sums(grid_x, shifts, rows, dout.shape[0], dout.shape[1], dout.shape[2], x_width, x_rows,
-                          tap_sums, zero)
+        tiled_weight_sums(grid_x, shifts, kernel_w, rows, dout.shape[0], dout.shape[1], dout.shape[2], x_width,
+                          x_rows, tap_sums, zero)
     else:
         if dx.size > 0 and same:   # the padded gradient is on the input's grid, ``d_lead`` rows on
             on_grid = _address(grid_dout) + d_lead * d_width * K * size

@@ -187,7 +187,7 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray 
         n0, n1 = block.start, block.stop
         B = n1 - n0
         count = layout.count(B, h.out, v.out)
-        tiled = _compiled.weight_tiles_apply(C, K, count, x.dtype)
+        tiled = _compiled.weight_tiles_apply(C, K, count, x.dtype, (h.kernel, v.kernel))
         grids = (_fresh_grid("grid_x", layout.pixels(B), C, x.dtype),
                  unused if dx is None else _fresh_grid("grid_dout", gradient_layout.pixels(B), K, x.dtype),
                  unused if tiled or (dx is not None and same) else
@@ -196,8 +196,8 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray 
         rows = scratch("shifted_rows", (B * h.out * v.out, K), x.dtype) if tiled else unused
         _compiled.backward_block(
             x[n0:n1], dout[n0:n1], None if positive is None else positive[n0:n1], None if dx is None else dx[n0:n1],
-            grids, layout.extent, gradient_layout.extent, same, layout.shift_array(axes), dx_shifts, dx_matrices,
-            dx_packed, products, rows, scratch("shifted_dw", grads.shape, x.dtype),
+            grids, layout.extent, gradient_layout.extent, same, layout.shift_array(axes), v.kernel, dx_shifts,
+            dx_matrices, dx_packed, products, rows, scratch("shifted_dw", grads.shape, x.dtype),
             (count, gradient_layout.count(B, H, W)), grads, index == 0, db)
     return grads
 

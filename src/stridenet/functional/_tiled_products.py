@@ -48,21 +48,25 @@ def lanes(itemsize: int) -> int:
 
 
 @functools.cache
-def tile_product(vectors: int, rows: int) -> Any:
-    """The intrinsic for a ``rows`` x ``vectors``-vector tile (see the module's docstring for its
-    arguments): ``(zero, a, a_row, a_step, shifts, shift_scale, taps, b, b_step, b_tap, steps, init,
-    out, out_row)``, ``zero`` a float32 or float64 scalar that picks the dtype, the rest int64.
-    ``taps`` and ``steps`` must be at least 1."""
+def tile_product(vectors: int, rows: int, groups: int = 1) -> Any:
+    """The intrinsic for a tile of ``groups`` x ``rows`` rows of ``vectors`` vectors each (see the
+    module's docstring for its arguments): ``(zero, a, a_row, a_step, shifts, shift_scale, taps, b,
+    b_step, b_tap, steps, init, out, out_row, a_group, out_group)``, ``zero`` a float32 or float64
+    scalar that picks the dtype, the rest int64. Row ``r`` of group ``g`` is row ``g * rows + r`` of
+    the docstring's formula, read at ``g * a_group + r * a_row`` and written at ``g * out_group + r *
+    out_row`` (``a_group`` and ``out_group`` are unused with one group). ``taps`` and ``steps`` must be
+    at least 1."""
 
     @intrinsic
     def product(typingctx: Any, zero: Any, a: Any, a_row: Any, a_step: Any, shifts: Any, shift_scale: Any,
-                taps: Any, b: Any, b_step: Any, b_tap: Any, steps: Any, init: Any, out: Any, out_row: Any) -> Any:
+                taps: Any, b: Any, b_step: Any, b_tap: Any, steps: Any, init: Any, out: Any, out_row: Any,
+                a_group: Any, out_group: Any) -> Any:
         if zero not in (types.float32, types.float64):
             return None
-        signature = types.void(zero, *([types.int64] * 13))
+        signature = types.void(zero, *([types.int64] * 15))
 
         def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> Any:
-            _emit(builder, vectors, rows, zero == types.float32, args[1:])
+            _emit(builder, vectors, rows, groups, zero == types.float32, args[1:])
             return context.get_dummy_value()
 
         return signature, codegen
@@ -70,9 +74,10 @@ def tile_product(vectors: int, rows: int) -> Any:
     return product
 
 
-def _emit(builder: ir.IRBuilder, vectors: int, rows: int, single: bool, args: Any) -> None:
+def _emit(builder: ir.IRBuilder, vectors: int, group_rows: int, groups: int, single: bool, args: Any) -> None:
     """Emit the tile's loops at the builder's position."""
-    a, a_row, a_step, shifts, shift_scale, taps, b, b_step, b_tap, steps, init, out, out_row = args
+    a, a_row, a_step, shifts, shift_scale, taps, b, b_step, b_tap, steps, init, out, out_row, a_group, out_group = args
+    rows = groups * group_rows
     scalar = ir.FloatType() if single else ir.DoubleType()
     width = lanes(4 if single else 8)
     vector = ir.VectorType(scalar, width)
@@ -102,8 +107,14 @@ def _emit(builder: ir.IRBuilder, vectors: int, rows: int, single: bool, args: An
     shift_base = builder.inttoptr(shifts, _I64.as_pointer())
 
     # The tile's start: what ``out`` holds (``init`` -1), ``init`` broadcast down the rows, or zeros.
+    def offset(r: int, row_step: ir.Value, group_step: ir.Value) -> ir.Value:
+        """Where row ``r`` of the tile is, with these steps between rows and between groups."""
+        g, i = divmod(r, group_rows)
+        within = builder.mul(constant(i), row_step)
+        return within if g == 0 else builder.add(builder.mul(constant(g), group_step), within)
+
     def out_offset(r: int, v: int) -> ir.Value:
-        return builder.add(builder.mul(constant(r), out_row), constant(v * width))
+        return builder.add(offset(r, out_row, out_group), constant(v * width))
 
     held = builder.icmp_signed("==", init, constant(-1))
     has_init = builder.icmp_signed("!=", init, constant(0))
@@ -146,7 +157,7 @@ def _emit(builder: ir.IRBuilder, vectors: int, rows: int, single: bool, args: An
     shift = builder.load(builder.gep(shift_base, [t]))
     a_tap = builder.gep(a_base, [builder.mul(shift, shift_scale)])
     b_tap_base = builder.gep(b_base, [builder.mul(t, b_tap)])
-    row_starts = [builder.gep(a_tap, [builder.mul(constant(r), a_row)]) for r in range(rows)]
+    row_starts = [builder.gep(a_tap, [offset(r, a_row, a_group)]) for r in range(rows)]
     builder.branch(step_loop)
 
     builder.position_at_end(step_loop)
