@@ -514,6 +514,26 @@ def test_eight_channels_or_fewer_take_the_channel_major_path(spy: Spy) -> None:
 
 
 @needs_blas
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("channels", "kernel"), [(1, (3, 3)), (3, (3, 3)), (4, (1, 3)), (8, (2, 2))])
+def test_few_channels_take_the_shifted_path_where_the_compiled_tiles_cover_them(channels: int, kernel: tuple[int, int],
+                                                                                dtype: type, engine: str,
+                                                                                spy: Spy) -> None:
+    """Eight channels or fewer go to the channel-major path, except with the compiled engine where its
+    tiles compute the products and the weight gradient (whole vectors of filters; a 3x3 kernel, 3 taps
+    a row and 4 channels, or 8 channels): then the shifted path, which must match the naive loops."""
+    case = Case(2, channels, 7, 6, 16, kernel, "same")
+    x64, w64, b64, dout64 = make_arrays(case, seed=9)
+    got = convolve(case, *cast((x64, w64, b64, dout64), dtype, "channels_last"))
+    assert spy.images() == ((case.N, case.N) if engine == "compiled" else (0, 0))
+    pad = explicit_padding(case)
+    expected = (naive.conv2d_forward(x64, w64, b64, (1, 1), pad, (1, 1), 1),
+                *naive.conv2d_backward(dout64, x64, w64, (1, 1), pad, (1, 1), 1))
+    for ours, theirs, what in zip(got, expected, ("out", "dx", "dw", "db"), strict=True):
+        assert_close(ours, theirs, dtype, what)
+
+
+@needs_blas
 def test_grids_reused_without_rezeroing_stay_correct(spy: Spy) -> None:
     """A thread re-zeroes a scratch grid only when its layout changes (``_shifted._bordered``): the same
     geometry with new values, another geometry in the same buffers, then the first again, all exact."""

@@ -63,6 +63,14 @@ def pack_tiles(matrices: np.ndarray) -> np.ndarray:
     return _kernels().pack_tiles(matrices)
 
 
+def tiles_cover(channels: int, filters: int, kernel: tuple[int, int], dtype: np.dtype) -> bool:
+    """Whether tiles compute a convolution's products (whole vectors of ``filters``) and its weight
+    gradient (``weight_tiles_apply``), given outputs enough for a tile."""
+    kernels, itemsize = _kernels(), np.dtype(dtype).itemsize
+    return kernels.tiles_apply(filters, kernels.PIXEL_ROWS, itemsize) \
+        and kernels.weight_tiles_apply(channels, filters, 1, itemsize, *kernel)
+
+
 def weight_tiles_apply(channels: int, filters: int, count: int, dtype: np.dtype, kernel: tuple[int, int]) -> bool:
     """Whether ``backward_block`` computes the weight gradient with tiles (from the output gradient's
     rows) for ``channels`` in, ``filters`` out, ``count`` grid pixels and a (kH, kW) ``kernel``."""

@@ -26,7 +26,7 @@ _P1_8, _P1_12, _P1_14, _P1_24 = _PIXELS_BY_1[8], _PIXELS_BY_1[12], _PIXELS_BY_1[
 _CHANNELS_BY_2, _CHANNELS_BY_1 = tile_product(2, 8), tile_product(1, 8)
 _TAPS_BY_CHANNELS_2, _TAPS_BY_CHANNELS_1 = tile_product(2, 4, 3), tile_product(1, 4, 3)
 _TAP_GRID_2, _TAP_GRID_1 = tile_product(2, 3, 3), tile_product(1, 3, 3)
-PIXEL_ROWS, CHANNEL_ROWS = 24, 8   # the fewest pixels and input channels the tiles need
+PIXEL_ROWS, CHANNEL_ROWS = 24, 8   # the fewest pixels the products' tiles need; channels in a weight tile
 _ROW_TILES = (8, 12, 14)           # pixels per tile when tiles follow the output's rows
 # Bytes of the matrices one pass of tiles reads for every tile (more input channels take more passes).
 MATRIX_BYTES_PER_PASS = 40 * 1024
@@ -79,10 +79,10 @@ def taps(gemm, trans_a, rows, cols, inner, a, lda, shifts, a_step, b, b_step, ld
 
 
 @_jit
-def tiles_apply(inputs, outputs, pixels, itemsize):
-    """Whether ``tiled_products`` and ``tiled_weight_sums`` handle products with ``inputs`` channels in,
-    ``outputs`` out, over ``pixels`` grid pixels: whole vectors of outputs, enough rows for a tile."""
-    return outputs % (VECTOR_BYTES // itemsize) == 0 and inputs >= CHANNEL_ROWS and pixels >= PIXEL_ROWS
+def tiles_apply(outputs, pixels, itemsize):
+    """Whether ``tiled_products`` handles products with ``outputs`` channels out over ``pixels`` grid
+    pixels: whole vectors of outputs, enough pixels for a tile."""
+    return outputs % (VECTOR_BYTES // itemsize) == 0 and pixels >= PIXEL_ROWS
 
 
 @_jit
@@ -337,7 +337,7 @@ def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, 
     size = grid.itemsize
     count = ((out.shape[0] - 1) * rows_per_image + out_h - 1) * width + out_w   # grid pixels up to the last output
     lay_out(x, grid, lead, width, rows_per_image, np.empty((0, 0, 0, 0), np.bool_), np.empty(0), zero)
-    if packed.size > 0 and tiles_apply(C, K, count, size):
+    if packed.size > 0 and tiles_apply(K, count, size):
         tiled_products(grid, shifts, packed, C, K, bias, products, out.shape[0], out_h, out_w, width,
                        rows_per_image, zero)
     else:
@@ -370,7 +370,7 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
     tiled = rows.size > 0 and weight_tiles_apply(C, K, count, size, shifts.size // kernel_w, kernel_w)
     if dx.size > 0:
         lay_out(dout, grid_dout, d_lead, d_width, d_rows, positive, no_sums if tiled else db, zero)
-        if dx_packed.size > 0 and tiles_apply(K, C, dx_count, size):
+        if dx_packed.size > 0 and tiles_apply(C, dx_count, size):
             tiled_products(grid_dout, dx_shifts, dx_packed, K, C, np.empty(0, dx.dtype), products, dx.shape[0],
                            dx.shape[1], dx.shape[2], d_width, d_rows, zero)
         else:

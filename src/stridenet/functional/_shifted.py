@@ -71,6 +71,13 @@ def applies(axes: Axes, groups: int, channels: int, filters: int, dtype: np.dtyp
         <= MAX_BUDGETS_PER_IMAGE * _im2col.COLS_BUDGET
 
 
+def tiled(axes: Axes, channels: int, filters: int, dtype: np.dtype) -> bool:
+    """Whether the compiled engine's tiles compute both the products and the weight gradient of a
+    convolution this module handles (``_compiled``)."""
+    return _compiled.available(dtype) and _compiled.tiles_cover(channels, filters, (axes[0].kernel, axes[1].kernel),
+                                                                dtype)
+
+
 def taps(w: np.ndarray, flip: bool = False) -> np.ndarray:
     """``w`` (K, C, kH, kW) as one matrix per tap: (kH*kW, C, K) for the forward pass or, with ``flip``,
     (kH*kW, K, C) for the input gradient (taps reversed, channels swapped)."""

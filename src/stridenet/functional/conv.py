@@ -211,10 +211,13 @@ def _checked_axes(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: in
 
 def _path(x: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis], groups: int) -> str:
     """Which forward path a convolution takes: "cm" (few input channels: channel-major columns),
-    "shifted" (``_shifted``'s products) or "nhwc" (im2col columns)."""
-    if groups == 1 and x.shape[1] <= CM_MAX_CHANNELS:
+    "shifted" (``_shifted``'s products) or "nhwc" (im2col columns). Few input channels take the
+    shifted path too where the compiled engine's tiles compute its products and weight gradient."""
+    shifted = _shifted.applies(axes, groups, x.shape[1], w.shape[0], x.dtype)
+    if groups == 1 and x.shape[1] <= CM_MAX_CHANNELS and not (shifted and _shifted.tiled(axes, x.shape[1], w.shape[0],
+                                                                                          x.dtype)):
         return "cm"
-    return "shifted" if _shifted.applies(axes, groups, x.shape[1], w.shape[0], x.dtype) else "nhwc"
+    return "shifted" if shifted else "nhwc"
 
 
 # Runs on each block of output right after its product wrote it: (the block's (rows, K) values, which
