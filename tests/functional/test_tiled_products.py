@@ -94,6 +94,24 @@ def kernel_shifts(layout: Layout, kernel: tuple[int, int], dilation: tuple[int, 
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", [Layout(2, 20, 30, 32, 22), Layout(1, 40, 37, 37, 40)])   # rows, and a sweep
+def test_tiled_products_in_several_panels_match_the_naive_loops(kernels, dtype: type, layout: Layout) -> None:
+    """Enough pixels for several panels (``PANEL_BYTES``), with passes over parts of the channels and
+    overlapping last tiles: each panel's passes, then the overlapping tiles, must add up exactly once."""
+    rng = np.random.default_rng(11)
+    channels, K = 140, 3 * lanes(dtype)
+    outputs = layout.outputs()
+    count = outputs[-1] + 1
+    assert count * (channels + K) * np.dtype(dtype).itemsize > kernels.PANEL_BYTES
+    grid = rng.standard_normal((count + SHIFTS.max(), channels)).astype(dtype)
+    matrices = rng.standard_normal((SHIFTS.size, channels, K)).astype(dtype)
+    bias = rng.standard_normal(K).astype(dtype)
+    products = np.full((count, K), np.nan, dtype)
+    kernels.tiled_products(grid, SHIFTS, kernels.pack_tiles(matrices), channels, K, bias, products, *layout, dtype(0))
+    assert rel_error(products[outputs], naive_products(grid, matrices, bias, outputs)) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("vectors", [1, 2, 3])
 @pytest.mark.parametrize(("channels", "kernel", "dilation"), [
     (8, (1, 5), (1, 1)), (12, (2, 2), (1, 1)), (33, (1, 1), (1, 1)),   # 8 channels of one tap (12, 33: overlap)

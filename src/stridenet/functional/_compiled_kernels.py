@@ -30,6 +30,8 @@ PIXEL_ROWS, CHANNEL_ROWS = 24, 8   # the fewest pixels the products' tiles need;
 _ROW_TILES = (8, 12, 14)           # pixels per tile when tiles follow the output's rows
 # Bytes of the matrices one pass of tiles reads for every tile (more input channels take more passes).
 MATRIX_BYTES_PER_PASS = 40 * 1024
+# Bytes of input rows and products a panel of tiles works on (``tiled_products``).
+PANEL_BYTES = 512 * 1024
 
 
 @_jit
@@ -193,6 +195,33 @@ def tiled_products(grid, shifts, packed, C, K, bias, products, images, out_h, ou
     starts_one, whole_one = starts_two, whole_two
     if not along_rows:
         starts_one, whole_one = _tile_starts(images, out_h, out_w, width, rows_per_image, 24, False)
+    # Tiles go in panels: every span of outputs and every pass over the input channels for one panel of
+    # pixels, then the next, so the panel's input rows and products stay in the level-2 cache through
+    # all of them. A tile overlapping the one before comes last, with all its passes at once (a pass
+    # added twice to the rows they share would count twice; the tile before is complete by then).
+    panel_pixels = max(24, PANEL_BYTES // ((C + K) * size))
+    count = ((images - 1) * rows_per_image + out_h - 1) * width + out_w   # every tile starts before it
+    for panel_start in range(0, count, panel_pixels):
+        panel_end = panel_start + panel_pixels
+        k0 = 0
+        while k0 < K:
+            span = _span(K - k0, width_vectors)
+            two = span == 2 * width_vectors
+            rows = along_rows if along_rows else (12 if two else 24)
+            starts, whole = (starts_two, whole_two) if two else (starts_one, whole_one)
+            matrices = _address(packed) + T * C * k0 * size
+            start = _address(bias) + k0 * size if bias.size > 0 else np.int64(0)
+            # input channels per pass: this span's matrices for them stay in the level-1 cache
+            chunk = max(CHANNEL_ROWS, MATRIX_BYTES_PER_PASS // (T * span * size))
+            first = np.searchsorted(starts[:whole], panel_start)
+            end = np.searchsorted(starts[:whole], panel_end)
+            for c0 in range(0, C, chunk):
+                for n in range(first, end):
+                    p0 = starts[n]
+                    _pixel_tile(two, rows, zero, a + (p0 * C + c0) * size, C, shift_address, T,
+                                matrices + c0 * span * size, span, C * span, min(chunk, C - c0),
+                                start if c0 == 0 else np.int64(-1), out + (p0 * K + k0) * size, K)
+            k0 += span
     k0 = 0
     while k0 < K:
         span = _span(K - k0, width_vectors)
@@ -201,16 +230,7 @@ def tiled_products(grid, shifts, packed, C, K, bias, products, images, out_h, ou
         starts, whole = (starts_two, whole_two) if two else (starts_one, whole_one)
         matrices = _address(packed) + T * C * k0 * size
         start = _address(bias) + k0 * size if bias.size > 0 else np.int64(0)
-        # Input channels per pass: this span's matrices for them stay in the level-1 cache while every
-        # tile that overlaps no other adds them in. A tile overlapping the one before then makes all
-        # its passes at once (adding a pass twice to the rows they share would count it twice).
         chunk = max(CHANNEL_ROWS, MATRIX_BYTES_PER_PASS // (T * span * size))
-        for c0 in range(0, C, chunk):
-            for n in range(whole):
-                p0 = starts[n]
-                _pixel_tile(two, rows, zero, a + (p0 * C + c0) * size, C, shift_address, T,
-                            matrices + c0 * span * size, span, C * span, min(chunk, C - c0),
-                            start if c0 == 0 else np.int64(-1), out + (p0 * K + k0) * size, K)
         for n in range(whole, starts.size):
             p0 = starts[n]
             for c0 in range(0, C, chunk):

@@ -94,8 +94,15 @@ def blocks(N: int, axes: Axes, channels: int, filters: int, itemsize: int, backw
     return [slice(n0, min(n0 + per_block, N)) for n0 in range(0, N, per_block)]
 
 
+def packed(matrices: np.ndarray) -> np.ndarray | None:
+    """``matrices`` (``taps(w)``) laid out for the compiled engine's tiles, or None where that engine is off:
+    made once per pass and handed to every block's ``forward`` (or ``backward``)."""
+    return _compiled.pack_tiles(matrices) if _compiled.available(matrices.dtype) else None
+
+
 def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axes, out: np.ndarray,
-            rectify: bool = False, positive: np.ndarray | None = None, pool: tuple[int, int] = (1, 1)) -> None:
+            rectify: bool = False, positive: np.ndarray | None = None, pool: tuple[int, int] = (1, 1),
+            packed_matrices: np.ndarray | None = None) -> None:
     """x (N, H, W, C) (any strides) convolved with ``matrices`` (``taps(w)``) -> out (N, H_out, W_out, K) (contiguous).
 
     The bias is written into the products' rows before the first tap, so the BLAS adds every tap
@@ -103,13 +110,14 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
     and its mask of positive values into ``positive`` (as ``out``) unless that is None. With a
     ``pool`` window (kh, kw) other than (1, 1), ``out`` (N, H_out // kh, W_out // kw, K) receives the
     max of each tile of that size instead, pooled while the block is in cache (``positive`` None: for
-    inference). Each block is one compiled call where ``_compiled`` is available, else NumPy and BLAS calls.
+    inference). Each block is one compiled call where ``_compiled`` is available, else NumPy and BLAS calls;
+    ``packed_matrices``: ``packed(matrices)``, made here if not given.
     """
     K = matrices.shape[2]
     h, v = axes
     layout = _Layout.of(axes)
     compiled = _compiled.available(x.dtype)
-    packed = _compiled.pack_tiles(matrices) if compiled else None
+    tiles = packed_matrices if packed_matrices is not None or not compiled else packed(matrices)
     for block in blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False):
         n0, n1 = block.start, block.stop
         mask = None if positive is None else positive[n0:n1]
@@ -117,7 +125,7 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
             B = n1 - n0
             _compiled.forward_block(
                 x[n0:n1], _fresh_grid("grid_x", layout.pixels(B), x.shape[3], x.dtype), layout.extent,
-                layout.shift_array(axes), matrices, packed, b,
+                layout.shift_array(axes), matrices, tiles, b,
                 scratch("shifted_out", (layout.at_start().pixels(B), K), x.dtype),
                 (h.out, v.out), out[n0:n1], rectify, mask, pool)
             continue
@@ -137,18 +145,20 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
 
 
 def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, axes: Axes, has_bias: bool,
-             dx: np.ndarray | None, positive: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+             dx: np.ndarray | None, positive: np.ndarray | None = None,
+             dx_packed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Write ``dx`` (N, H, W, C) unless it is None; return the float64 sums (kH*kW, C, K) for ``dw`` and ``db``.
 
     ``x`` (N, H, W, C) is the forward input (any strides), ``dout`` (N, H_out, W_out, K) contiguous,
     ``dx_matrices`` the input gradient's taps (``taps(w, flip=True)``; None without ``dx``); with a
-    ReLU mask ``positive`` (as ``dout``), each block of ``dout`` is taken through the ReLU first.
+    ReLU mask ``positive`` (as ``dout``), each block of ``dout`` is taken through the ReLU first;
+    ``dx_packed``: ``packed(dx_matrices)`` for the compiled engine, made here if not given.
     """
     N, C, K = x.shape[0], x.shape[3], dout.shape[3]
     h, v = axes
     db = np.zeros(K, np.float64) if has_bias else None
     if _compiled.available(x.dtype):
-        return _compiled_backward(x, dout, dx_matrices, axes, dx, positive, db), db
+        return _compiled_backward(x, dout, dx_matrices, dx_packed, axes, dx, positive, db), db
     layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
     grads: np.ndarray | None = None
     for block in blocks(N, axes, C, K, x.itemsize, backward=True):
@@ -178,7 +188,8 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, ax
     return grads, db
 
 
-def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, axes: Axes,
+def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None,
+                       dx_packed: np.ndarray | None, axes: Axes,
                        dx: np.ndarray | None, positive: np.ndarray | None, db: np.ndarray | None) -> np.ndarray:
     """``backward`` with each block one compiled call (``_compiled.backward_block``): returns the sums for ``dw``
     and adds into ``db``."""
@@ -189,7 +200,8 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray 
     grads = np.empty((h.kernel * v.kernel, C, K), np.float64)
     unused = np.empty((0, 0), x.dtype)
     dx_shifts = gradient_layout.shift_array(gradient_axes) if dx is not None else np.empty(0, np.int64)
-    dx_packed = _compiled.pack_tiles(dx_matrices) if dx_matrices is not None else np.empty(0, x.dtype)
+    if dx_packed is None:
+        dx_packed = _compiled.pack_tiles(dx_matrices) if dx_matrices is not None else np.empty(0, x.dtype)
     for index, block in enumerate(blocks(N, axes, C, K, x.itemsize, backward=True)):
         n0, n1 = block.start, block.stop
         B = n1 - n0

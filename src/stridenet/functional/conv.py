@@ -163,8 +163,9 @@ def conv2d_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
     x = x.transpose(0, 2, 3, 1)                                     # (N, H, W, C) view
     out = np.empty((x.shape[0], axes[0].out // kh, axes[1].out // kw, w.shape[0]), x.dtype)
     taps = _shifted.taps(w)
+    tiles = _shifted.packed(taps)
     slices = _shifted_slices(x, out, axes, backward=False)
-    run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], True, None, (kh, kw)), slices)
+    run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], True, None, (kh, kw), tiles), slices)
     return as_nchw(out)
 
 
@@ -188,9 +189,10 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
     elif path == "shifted":
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; padded block by block
         taps = _shifted.taps(w)
+        tiles = _shifted.packed(taps)
         slices = _shifted_slices(x, out, axes, backward=False)
         run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], rectify,
-                                                None if positive is None else positive[s]), slices)
+                                                None if positive is None else positive[s], (1, 1), tiles), slices)
     else:
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
         w_rows = _weight_rows(w, groups)
@@ -266,13 +268,14 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
     shifted = path == "shifted"
     dx_taps = _shifted.taps(w, flip=True) if shifted and need_dx else None
+    dx_tiles = None if dx_taps is None else _shifted.packed(dx_taps)
     shared = need_dx and layout == "nhwc" and not shifted and _shares_columns(x, axes, G)
 
     def part(s: slice) -> tuple[np.ndarray, np.ndarray | None]:
         """Write dx of a range of images; return its float64 weight-gradient sums and bias sum (or None)."""
         d, m = dout[s], None if mask is None else mask[s]
         if shifted:
-            return _shifted.backward(x[s], d, dx_taps, axes, has_bias, None if dx is None else dx[s], m)
+            return _shifted.backward(x[s], d, dx_taps, axes, has_bias, None if dx is None else dx[s], m, dx_tiles)
         if shared:
             return _backward_stride1(x[s], d, w, axes, has_bias, dx[s], m)
         if m is not None and (layout == "nhwc" or dx is not None):   # the whole range through the ReLU first
