@@ -99,24 +99,25 @@ def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None,
                    grids: tuple[np.ndarray, np.ndarray, np.ndarray], x_shape: tuple[int, int, int],
                    dout_shape: tuple[int, int, int], same: bool, shifts: np.ndarray, kernel_w: int,
                    dx_shifts: np.ndarray, dx_matrices: np.ndarray | None, dx_packed: np.ndarray, products: np.ndarray,
-                   rows: np.ndarray, tap_sums: np.ndarray, counts: tuple[int, int], grads: np.ndarray, first: bool,
-                   db: np.ndarray | None) -> None:
+                   rows: np.ndarray, rows_ready: bool, tap_sums: np.ndarray, counts: tuple[int, int],
+                   grads: np.ndarray, first: bool, db: np.ndarray | None) -> None:
     """One block of ``_shifted.backward``: write ``dx`` (B, H, W, C) unless None; set (``first``) or add
     to the float64 ``grads`` (taps, C, K) and add to ``db`` (K,) unless None.
 
     ``grids``: scratch arrays for the input's grid, the output gradient's padded grid (for ``dx``) and
     the output gradient on the input's grid; ``x_shape``/``dout_shape`` those layouts' (lead, width,
     rows_per_image); ``same``: the padded gradient lies on the input's grid; ``shifts``: the taps' (in
-    row-major order, ``kernel_w`` a kernel row); ``counts``: grid pixels to
-    compute for ``dw`` and for ``dx``. Where ``weight_tiles_apply``, ``rows`` is scratch for the output
-    gradient as (B * H_out * W_out, K) rows, and the third grid is unused; elsewhere ``rows`` is empty,
-    and the third grid unused where ``same``.
+    row-major order, ``kernel_w`` a kernel row); ``counts``: grid pixels to compute for ``dw`` and for
+    ``dx``. Where ``weight_tiles_apply``, ``rows`` is scratch for the output
+    gradient as (B * H_out * W_out, K) rows (or, with ``rows_ready``, those rows already: ``dout``
+    itself, unmasked), and the third grid is unused; elsewhere ``rows`` is empty, and the third grid
+    unused where ``same``.
     """
     kernels, dtype = _kernels(), x.dtype
     kernels.backward_block(_routines()[dtype], x, dout, _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4),
                            *grids, *x_shape, *dout_shape, same, shifts, kernel_w, dx_shifts,
-                           _or_empty(dx_matrices, dtype, 3), dx_packed, products, rows, tap_sums, *counts, grads,
-                           first, _or_empty(db, np.float64, 1), *_scalars(dtype))
+                           _or_empty(dx_matrices, dtype, 3), dx_packed, products, rows, rows_ready, tap_sums,
+                           *counts, grads, first, _or_empty(db, np.float64, 1), *_scalars(dtype))
 
 
 def max_pool_tiled_forward(x: np.ndarray, kernel: tuple[int, int], out: np.ndarray) -> None:

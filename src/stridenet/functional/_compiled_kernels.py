@@ -382,7 +382,7 @@ def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, 
 @_jit
 def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width, x_rows,
                    d_lead, d_width, d_rows, same, shifts, kernel_w, dx_shifts, dx_matrices, dx_packed, products, rows,
-                   tap_sums, count, dx_count, grads, first, db, one, zero):
+                   rows_ready, tap_sums, count, dx_count, grads, first, db, one, zero):
     """See ``_compiled.backward_block``."""
     C, K = x.shape[3], dout.shape[3]
     size = x.itemsize
@@ -399,7 +399,12 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
         copy_out(products, d_width, d_rows, dx, False, no_mask, zero)
     lay_out(x, grid_x, x_lead, x_width, x_rows, no_mask, no_sums, zero)
     if tiled:
-        masked_rows(dout, positive, rows, db, zero)
+        if rows_ready:   # ``rows`` is ``dout`` itself (no mask): only the bias gradient to add up
+            for p in range(rows.shape[0]):
+                for k in range(db.size):
+                    db[k] += rows[p, k]
+        else:
+            masked_rows(dout, positive, rows, db, zero)
         tiled_weight_sums(grid_x, shifts, kernel_w, rows, dout.shape[0], dout.shape[1], dout.shape[2], x_width,
                           x_rows, tap_sums, zero)
     else:

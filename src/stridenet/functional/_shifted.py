@@ -212,11 +212,14 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray 
                  unused if tiled or (dx is not None and same) else
                  _fresh_grid("grid_dout_on_x", layout.at_start().pixels(B), K, x.dtype))
         products = unused if dx is None else scratch("shifted_dx", (gradient_layout.at_start().pixels(B), C), x.dtype)
-        rows = scratch("shifted_rows", (B * h.out * v.out, K), x.dtype) if tiled else unused
+        block_dout = dout[n0:n1]
+        rows_ready = tiled and positive is None and block_dout.flags.c_contiguous   # the rows as they are
+        rows = block_dout.reshape(-1, K) if rows_ready else \
+            scratch("shifted_rows", (B * h.out * v.out, K), x.dtype) if tiled else unused
         _compiled.backward_block(
             x[n0:n1], dout[n0:n1], None if positive is None else positive[n0:n1], None if dx is None else dx[n0:n1],
             grids, layout.extent, gradient_layout.extent, same, layout.shift_array(axes), v.kernel, dx_shifts,
-            dx_matrices, dx_packed, products, rows, scratch("shifted_dw", grads.shape, x.dtype),
+            dx_matrices, dx_packed, products, rows, rows_ready, scratch("shifted_dw", grads.shape, x.dtype),
             (count, gradient_layout.count(B, H, W)), grads, index == 0, db)
     return grads
 
