@@ -15,18 +15,20 @@ The same module pools: ``max_pool_tiled_forward``/``backward`` for windows that 
 input (one pass each way instead of NumPy's several), and ``forward_block`` with a ``pool`` window,
 which the fused inference pass (``conv.conv2d_relu_pool_forward``) uses to write only pooled values.
 
-Where the shapes allow (``_compiled_kernels.tiles_apply``: output channels a whole number of 64-byte
-vectors, at least 8 input channels), the products are not the BLAS's but register-tiled kernels of
-their own (``_tiled_products``): a tile of 12 pixels x 32 float32 outputs stays in registers over every
-tap and input channel, where each of the BLAS's per-tap products reads and writes the whole block
-again. On the reference CNN's layers that is 1.5-2.5x the BLAS's speed for the same products, and it
-needs no BLAS setting (the tiles use the CPU's widest vectors whatever ``OPENBLAS_CORETYPE`` says).
-Such sums are added in another order than the BLAS's, so the two engines agree to rounding, not bit
-for bit; the weight gradient's float64 sums over blocks and everything else (bias, ReLU and mask,
-copy-out) are the same steps. Other shapes call the BLAS's ``gemm`` for every tap, as the NumPy path
-does. The bias gradient is added pixel by pixel in float64 here (a float32 matrix-vector product
-there). A ReLU mask is applied by choosing, not multiplying, so an infinite gradient where the ReLU
-was off needs no second pass (and a gradient it blocks is +0 here, where the product may give -0).
+Where the shapes allow, the products are not the BLAS's but register-tiled kernels of this package's
+own (``_tiled_products``): a tile of 8-14 pixels x 32 float32 outputs stays in registers over every tap
+and input channel, where each of the BLAS's per-tap products reads and writes the whole block again
+(``_compiled_kernels.tiles_apply``: a whole number of 64-byte vectors of filters); the weight gradient
+likewise, over the outputs only (``weight_tiles_apply``). On single blocks of the reference CNN's
+layers that is 1.5-2.5x the BLAS's speed for the same products (whole layers, with everything else:
+1.1-1.8x), and it needs no BLAS setting (the tiles use the CPU's widest vectors whatever
+``OPENBLAS_CORETYPE`` says). Such sums are added in another order than the BLAS's, so the two engines
+agree to rounding, not bit for bit; everything else (the weight gradient's float64 sums over blocks,
+bias, ReLU and mask, copy-out) is the same steps. Other shapes call the BLAS's ``gemm`` for every tap,
+as the NumPy path does. The bias gradient is added pixel by pixel in float64 here (a float32
+matrix-vector product there). A ReLU mask is applied by choosing, not multiplying, so an infinite
+gradient where the ReLU was off needs no second pass (and a gradient it blocks is +0 here, where the
+product may give -0).
 
 Used when numba can be imported, ``_blas`` found a routine with 64-bit integers (NumPy's own wheels'
 ``scipy_cblas_?gemm64_``), and ``STRIDENET_NUMBA`` is not ``0``; otherwise ``available`` is False and
