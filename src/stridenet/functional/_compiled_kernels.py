@@ -19,10 +19,8 @@ _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
 # Register tiles (``_tiled_products``) for the products: 8, 12 or 14 pixels x 2 vectors (28 of the 32
 # vector registers at most) or x 1 vector, and 24 x 1 for a sweep over all pixels; for the weight
 # gradient, 8 channels, 3 taps x 4 channels or 3 x 3 taps, x 2 or 1 vectors.
-_PIXELS_BY_2 = {8: tile_product(2, 8), 12: tile_product(2, 12), 14: tile_product(2, 14)}
-_PIXELS_BY_1 = {8: tile_product(1, 8), 12: tile_product(1, 12), 14: tile_product(1, 14), 24: tile_product(1, 24)}
-_P2_8, _P2_12, _P2_14 = _PIXELS_BY_2[8], _PIXELS_BY_2[12], _PIXELS_BY_2[14]
-_P1_8, _P1_12, _P1_14, _P1_24 = _PIXELS_BY_1[8], _PIXELS_BY_1[12], _PIXELS_BY_1[14], _PIXELS_BY_1[24]
+_P2_8, _P2_12, _P2_14 = tile_product(2, 8), tile_product(2, 12), tile_product(2, 14)
+_P1_8, _P1_12, _P1_14, _P1_24 = tile_product(1, 8), tile_product(1, 12), tile_product(1, 14), tile_product(1, 24)
 _CHANNELS_BY_2, _CHANNELS_BY_1 = tile_product(2, 8), tile_product(1, 8)
 _TAPS_BY_CHANNELS_2, _TAPS_BY_CHANNELS_1 = tile_product(2, 4, 3), tile_product(1, 4, 3)
 _TAP_GRID_2, _TAP_GRID_1 = tile_product(2, 3, 3), tile_product(1, 3, 3)
@@ -205,42 +203,54 @@ def tiled_products(grid, shifts, packed, C, K, bias, products, images, out_h, ou
     panel_pixels = max(24, PANEL_BYTES // ((C + K) * size))
     count = ((images - 1) * rows_per_image + out_h - 1) * width + out_w   # every tile starts before it
     for panel_start in range(0, count, panel_pixels):
-        panel_end = panel_start + panel_pixels
-        k0 = 0
-        while k0 < K:
-            span = _span(K - k0, width_vectors)
-            two = span == 2 * width_vectors
-            rows = along_rows if along_rows else (12 if two else 24)
+        for k0 in _span_starts(K, width_vectors):
+            two, rows, matrices, start, chunk = _span_plan(k0, K, C, T, size, along_rows, packed, bias)
             starts, whole = (starts_two, whole_two) if two else (starts_one, whole_one)
-            matrices = _address(packed) + T * C * k0 * size
-            start = _address(bias) + k0 * size if bias.size > 0 else np.int64(0)
-            # input channels per pass: this span's matrices for them stay in the level-2 cache
-            chunk = max(CHANNEL_ROWS, MATRIX_BYTES_PER_PASS // (T * span * size))
             first = np.searchsorted(starts[:whole], panel_start)
-            end = np.searchsorted(starts[:whole], panel_end)
+            end = np.searchsorted(starts[:whole], panel_start + panel_pixels)
             for c0 in range(0, C, chunk):
                 for n in range(first, end):
-                    p0 = starts[n]
-                    _pixel_tile(two, rows, zero, a + (p0 * C + c0) * size, C, shift_address, T,
-                                matrices + c0 * span * size, span, C * span, min(chunk, C - c0),
-                                start if c0 == 0 else np.int64(-1), out + (p0 * K + k0) * size, K)
-            k0 += span
+                    _span_tile(two, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0, starts[n],
+                               out, size)
+    for k0 in _span_starts(K, width_vectors):
+        two, rows, matrices, start, chunk = _span_plan(k0, K, C, T, size, along_rows, packed, bias)
+        starts, whole = (starts_two, whole_two) if two else (starts_one, whole_one)
+        for n in range(whole, starts.size):
+            for c0 in range(0, C, chunk):
+                _span_tile(two, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0, starts[n], out,
+                           size)
+
+
+@_jit
+def _span_starts(K, width_vectors):
+    """The first output of each span of outputs the tiles cover (``_span``)."""
+    firsts = []
     k0 = 0
     while k0 < K:
-        span = _span(K - k0, width_vectors)
-        two = span == 2 * width_vectors
-        rows = along_rows if along_rows else (12 if two else 24)
-        starts, whole = (starts_two, whole_two) if two else (starts_one, whole_one)
-        matrices = _address(packed) + T * C * k0 * size
-        start = _address(bias) + k0 * size if bias.size > 0 else np.int64(0)
-        chunk = max(CHANNEL_ROWS, MATRIX_BYTES_PER_PASS // (T * span * size))
-        for n in range(whole, starts.size):
-            p0 = starts[n]
-            for c0 in range(0, C, chunk):
-                _pixel_tile(two, rows, zero, a + (p0 * C + c0) * size, C, shift_address, T,
-                            matrices + c0 * span * size, span, C * span, min(chunk, C - c0),
-                            start if c0 == 0 else np.int64(-1), out + (p0 * K + k0) * size, K)
-        k0 += span
+        firsts.append(k0)
+        k0 += _span(K - k0, width_vectors)
+    return firsts
+
+
+@_jit
+def _span_plan(k0, K, C, T, size, along_rows, packed, bias):
+    """For the span of outputs from ``k0`` in ``tiled_products``: two vectors wide or one, pixels a tile,
+    the address of its packed matrices, the tiles' start (the bias' address, or 0), input channels a pass."""
+    span = _span(K - k0, VECTOR_BYTES // size)
+    two = span == 2 * (VECTOR_BYTES // size)
+    rows = along_rows if along_rows else (12 if two else 24)
+    start = _address(bias) + k0 * size if bias.size > 0 else np.int64(0)
+    # input channels per pass: this span's matrices for them stay in the level-2 cache
+    chunk = max(CHANNEL_ROWS, MATRIX_BYTES_PER_PASS // (T * span * size))
+    return two, rows, _address(packed) + T * C * k0 * size, start, chunk
+
+
+@_jit
+def _span_tile(two, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0, p0, out, size):
+    """The tile at grid pixel ``p0`` of the span from ``k0``, over the pass of input channels from ``c0``."""
+    span = (2 if two else 1) * (VECTOR_BYTES // size)
+    _pixel_tile(two, rows, zero, a + (p0 * C + c0) * size, C, shift_address, T, matrices + c0 * span * size, span,
+                C * span, min(chunk, C - c0), start if c0 == 0 else np.int64(-1), out + (p0 * K + k0) * size, K)
 
 
 @_jit

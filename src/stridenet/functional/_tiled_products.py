@@ -143,29 +143,37 @@ def _emit(builder: ir.IRBuilder, vectors: int, group_rows: int, groups: int, sin
         phi.add_incoming(broadcast[i % vectors], from_broadcast)
         start.append(phi)
 
-    entry = builder.block
+    def enter(loop: ir.Block, values: list[ir.Value]) -> tuple[ir.PhiInstr, list[ir.PhiInstr]]:
+        """Branch into ``loop`` and open it: its counter from 0, and the tile, starting at ``values``."""
+        entered_from = builder.block
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        counter = builder.phi(_I64)
+        counter.add_incoming(constant(0), entered_from)
+        phis = [builder.phi(vector) for _ in values]
+        for phi, value in zip(phis, values, strict=True):
+            phi.add_incoming(value, entered_from)
+        return counter, phis
+
+    def repeat(loop: ir.Block, counter: ir.PhiInstr, phis: list[ir.PhiInstr], values: list[ir.Value],
+               bound: ir.Value, after: ir.Block) -> None:
+        """Close ``loop`` where the builder is: the next counter and tile, then round again below ``bound``."""
+        following = builder.add(counter, constant(1))
+        counter.add_incoming(following, builder.block)
+        for phi, value in zip(phis, values, strict=True):
+            phi.add_incoming(value, builder.block)
+        builder.cbranch(builder.icmp_signed("<", following, bound), loop, after)
+
     tap_loop, step_loop = function.append_basic_block("tap"), function.append_basic_block("step")
     next_tap, done = function.append_basic_block("next_tap"), function.append_basic_block("done")
-    builder.branch(tap_loop)
 
-    builder.position_at_end(tap_loop)
-    t = builder.phi(_I64)
-    t.add_incoming(constant(0), entry)
-    tile_at_tap = [builder.phi(vector) for _ in range(rows * vectors)]
-    for phi, value in zip(tile_at_tap, start, strict=True):
-        phi.add_incoming(value, entry)
+    t, tile_at_tap = enter(tap_loop, start)
     shift = builder.load(builder.gep(shift_base, [t]))
     a_tap = builder.gep(a_base, [builder.mul(shift, shift_scale)])
     b_tap_base = builder.gep(b_base, [builder.mul(t, b_tap)])
     row_starts = [builder.gep(a_tap, [offset(r, a_row, a_group)]) for r in range(rows)]
-    builder.branch(step_loop)
 
-    builder.position_at_end(step_loop)
-    j = builder.phi(_I64)
-    j.add_incoming(constant(0), tap_loop)
-    tile = [builder.phi(vector) for _ in range(rows * vectors)]
-    for phi, value in zip(tile, tile_at_tap, strict=True):
-        phi.add_incoming(value, tap_loop)
+    j, tile = enter(step_loop, tile_at_tap)
     b_offset = builder.mul(j, b_step)
     b_values = [load_vector(b_tap_base, builder.add(b_offset, constant(v * width))) for v in range(vectors)]
     a_offset = builder.mul(j, a_step)
@@ -177,18 +185,10 @@ def _emit(builder: ir.IRBuilder, vectors: int, group_rows: int, groups: int, sin
             ir.Constant(vector, ir.Undefined), splat_mask)
         for v in range(vectors):
             updated.append(builder.call(fma, [splat, b_values[v], tile[r * vectors + v]]))
-    j_next = builder.add(j, constant(1))
-    j.add_incoming(j_next, step_loop)
-    for phi, value in zip(tile, updated, strict=True):
-        phi.add_incoming(value, step_loop)
-    builder.cbranch(builder.icmp_signed("<", j_next, steps), step_loop, next_tap)
+    repeat(step_loop, j, tile, updated, steps, next_tap)
 
     builder.position_at_end(next_tap)
-    t_next = builder.add(t, constant(1))
-    t.add_incoming(t_next, next_tap)
-    for phi, value in zip(tile_at_tap, updated, strict=True):
-        phi.add_incoming(value, next_tap)
-    builder.cbranch(builder.icmp_signed("<", t_next, taps), tap_loop, done)
+    repeat(tap_loop, t, tile_at_tap, updated, taps, done)
 
     builder.position_at_end(done)
     for r in range(rows):
