@@ -1,4 +1,6 @@
-"""numba kernels behind ``_compiled``: the shifted-product path's block work, compiled, without the GIL.
+"""numba kernels behind ``_compiled``: the shifted-product path's block work, compiled, without the GIL,
+its products by the register tiles of ``_tiled_products`` (``tiled_products``, ``tiled_weight_sums``)
+where the shapes allow and by the BLAS per tap (``taps``) elsewhere; and tiled max pooling.
 
 Imported only by ``_compiled`` (this module needs numba). Layouts follow ``_shifted._Layout``: a grid is
 ``(lead + images * rows_per_image) * width`` pixels; image ``b``'s row ``i`` starts at pixel
@@ -400,7 +402,7 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
     C, K = x.shape[3], dout.shape[3]
     size = x.itemsize
     no_mask, no_sums = np.empty((0, 0, 0, 0), np.bool_), np.empty(0)
-    tiled = rows.size > 0 and weight_tiles_apply(C, K, count, size, shifts.size // kernel_w, kernel_w)
+    tiled = rows.size > 0   # the caller gives the gradient's rows where ``weight_tiles_apply``
     if dx.size > 0:
         lay_out(dout, grid_dout, d_lead, d_width, d_rows, positive, no_sums if tiled else db, zero)
         if dx_packed.size > 0 and tiles_apply(C, dx_count, size):
