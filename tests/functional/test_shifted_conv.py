@@ -534,6 +534,23 @@ def test_few_channels_take_the_shifted_path_where_the_compiled_tiles_cover_them(
 
 
 @needs_blas
+@pytest.mark.parametrize("name", ["3x3-tiles", "3x3-tiles-48-no-bias", "3x3-tiles-valid"])
+def test_without_wide_vector_registers_the_blas_computes_the_tiled_cases(name: str, engine: str, spy: Spy,
+                                                                         monkeypatch) -> None:
+    """On a CPU without AVX-512 the tiles are off (``_compiled.tiles_enabled``): the same cases, the BLAS's
+    products, the same numbers to rounding."""
+    monkeypatch.setitem(compiled._state, "tiles", False)
+    assert compiled.pack_tiles(np.ones((9, 8, 32), np.float32)).size == 0
+    assert not compiled.weight_tiles_apply(8, 32, 100, np.float32, (3, 3))
+    case = CASES[name]
+    x, w, b, dout = cast(make_arrays(case), np.float32, "channels_last")
+    got = convolve(case, x, w, b, dout)
+    assert spy.images() == (case.N, case.N)
+    for ours, expected, what in zip(got, reference(name), ("out", "dx", "dw", "db"), strict=True):
+        assert_close(ours, expected if what != "db" or case.bias else None, np.float32, f"{what} vs naive")
+
+
+@needs_blas
 def test_grids_reused_without_rezeroing_stay_correct(spy: Spy) -> None:
     """A thread re-zeroes a scratch grid only when its layout changes (``_shifted._bordered``): the same
     geometry with new values, another geometry in the same buffers, then the first again, all exact."""

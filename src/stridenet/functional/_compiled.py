@@ -15,20 +15,20 @@ The same module pools: ``max_pool_tiled_forward``/``backward`` for windows that 
 input (one pass each way instead of NumPy's several), and ``forward_block`` with a ``pool`` window,
 which the fused inference pass (``conv.conv2d_relu_pool_forward``) uses to write only pooled values.
 
-Where the shapes allow, the products are not the BLAS's but register-tiled kernels of this package's
-own (``_tiled_products``): a tile of 8-14 pixels x 32 float32 outputs stays in registers over every tap
-and input channel, where each of the BLAS's per-tap products reads and writes the whole block again
+Where the shapes allow, the products are not the BLAS's but register-tiled kernels of this package's own
+(``_tiled_products``): a tile of 8-14 pixels x 32 float32 outputs stays in registers over every tap and
+input channel, where each of the BLAS's per-tap products reads and writes the whole block again
 (``_compiled_kernels.tiles_apply``: a whole number of 64-byte vectors of filters); the weight gradient
-likewise, over the outputs only (``weight_tiles_apply``). On single blocks of the reference CNN's
-layers that is 1.5-2.5x the BLAS's speed for the same products (whole layers, with everything else:
-1.1-1.8x), and it needs no BLAS setting (the tiles use the CPU's widest vectors whatever
-``OPENBLAS_CORETYPE`` says). Such sums are added in another order than the BLAS's, so the two engines
-agree to rounding, not bit for bit; everything else (the weight gradient's float64 sums over blocks,
-bias, ReLU and mask, copy-out) is the same steps. Other shapes call the BLAS's ``gemm`` for every tap,
-as the NumPy path does. The bias gradient is added pixel by pixel in float64 here (a float32
-matrix-vector product there). A ReLU mask is applied by choosing, not multiplying, so an infinite
-gradient where the ReLU was off needs no second pass (and a gradient it blocks is +0 here, where the
-product may give -0).
+likewise, over the outputs only (``weight_tiles_apply``); on CPUs with AVX-512 (``tiles_enabled``). On
+single blocks of the reference CNN's layers that is 1.5-2.5x the BLAS's speed for the same products
+(whole layers, with everything else: 1.1-1.8x), and it needs no BLAS setting (the tiles use the CPU's
+widest vectors whatever ``OPENBLAS_CORETYPE`` says). Such sums are added in another order than the
+BLAS's, so the two engines agree to rounding, not bit for bit; everything else (the weight gradient's
+float64 sums over blocks, bias, ReLU and mask, copy-out) is the same steps. Other shapes call the BLAS's
+``gemm`` for every tap, as the NumPy path does. The bias gradient is added pixel by pixel in float64
+here (a float32 matrix-vector product there). A ReLU mask is applied by choosing, not multiplying, so an
+infinite gradient where the ReLU was off needs no second pass (and a gradient it blocks is +0 here,
+where the product may give -0).
 
 Used when numba can be imported, ``_blas`` found a routine with 64-bit integers (NumPy's own wheels'
 ``scipy_cblas_?gemm64_``), and ``STRIDENET_NUMBA`` is not ``0``; otherwise ``available`` is False and
@@ -49,7 +49,7 @@ import numpy as np
 
 from stridenet.functional import _blas
 
-_state: dict[str, Any] = {"kernels": None, "routines": None}
+_state: dict[str, Any] = {"kernels": None, "routines": None, "tiles": None}
 
 
 def available(dtype: np.dtype) -> bool:
@@ -59,24 +59,40 @@ def available(dtype: np.dtype) -> bool:
     return np.dtype(dtype) in _routines() and _kernels() is not None
 
 
+def tiles_enabled() -> bool:
+    """Whether the register tiles run here: on CPUs with 512-bit vector registers (AVX-512), 32 of
+    them. The tiles are sized for those; elsewhere LLVM would split each vector in two and a tile would
+    no longer fit in the registers, so the BLAS computes the products instead (as on the NumPy engine)."""
+    if _state["tiles"] is None:
+        try:
+            from llvmlite import binding
+        except ImportError:   # no numba, no tiles
+            _state["tiles"] = False
+        else:
+            _state["tiles"] = bool(binding.get_host_cpu_features().get("avx512f", False))
+    return _state["tiles"]
+
+
 def pack_tiles(matrices: np.ndarray) -> np.ndarray:
     """``matrices`` (taps, C, K) laid out for the tiled products, once per pass: ``forward_block``'s
-    ``packed`` (``backward_block``'s ``dx_packed`` for the input gradient's matrices)."""
-    return _kernels().pack_tiles(matrices)
+    ``packed`` (``backward_block``'s ``dx_packed`` for the input gradient's matrices); empty where the
+    tiles do not run (``tiles_enabled``), so the blocks call the BLAS instead."""
+    return _kernels().pack_tiles(matrices) if tiles_enabled() else np.empty(0, matrices.dtype)
 
 
 def tiles_cover(channels: int, filters: int, kernel: tuple[int, int], dtype: np.dtype) -> bool:
     """Whether tiles compute a convolution's products (whole vectors of ``filters``) and its weight
     gradient (``weight_tiles_apply``), given outputs enough for a tile."""
     kernels, itemsize = _kernels(), np.dtype(dtype).itemsize
-    return kernels.tiles_apply(filters, kernels.PIXEL_ROWS, itemsize) \
+    return tiles_enabled() and kernels.tiles_apply(filters, kernels.PIXEL_ROWS, itemsize) \
         and kernels.weight_tiles_apply(channels, filters, 1, itemsize, *kernel)
 
 
 def weight_tiles_apply(channels: int, filters: int, count: int, dtype: np.dtype, kernel: tuple[int, int]) -> bool:
     """Whether ``backward_block`` computes the weight gradient with tiles (from the output gradient's
     rows) for ``channels`` in, ``filters`` out, ``count`` grid pixels and a (kH, kW) ``kernel``."""
-    return _kernels().weight_tiles_apply(channels, filters, count, np.dtype(dtype).itemsize, *kernel)
+    return tiles_enabled() and _kernels().weight_tiles_apply(channels, filters, count, np.dtype(dtype).itemsize,
+                                                             *kernel)
 
 
 def forward_block(x: np.ndarray, grid: np.ndarray, grid_shape: tuple[int, int, int], shifts: np.ndarray,
