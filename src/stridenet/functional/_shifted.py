@@ -118,7 +118,8 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
     h, v = axes
     layout = _Layout.of(axes)
     compiled = _compiled.available(x.dtype)
-    tiles = packed_matrices if packed_matrices is not None or not compiled else packed(matrices)
+    if compiled and packed_matrices is None:
+        packed_matrices = packed(matrices)
     for block in blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False):
         n0, n1 = block.start, block.stop
         mask = None if positive is None else positive[n0:n1]
@@ -126,7 +127,7 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
             B = n1 - n0
             _compiled.forward_block(
                 x[n0:n1], _fresh_grid("grid_x", layout.pixels(B), x.shape[3], x.dtype), layout.extent,
-                layout.shift_array(axes), matrices, tiles, b,
+                layout.shift_array(axes), matrices, packed_matrices, b,
                 scratch("shifted_out", (layout.at_start().pixels(B), K), x.dtype),
                 (h.out, v.out), out[n0:n1], rectify, mask, pool)
             continue
@@ -218,7 +219,7 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray 
         rows = block_dout.reshape(-1, K) if rows_ready else \
             scratch("shifted_rows", (B * h.out * v.out, K), x.dtype) if tiled else unused
         _compiled.backward_block(
-            x[n0:n1], dout[n0:n1], None if positive is None else positive[n0:n1], None if dx is None else dx[n0:n1],
+            x[n0:n1], block_dout, None if positive is None else positive[n0:n1], None if dx is None else dx[n0:n1],
             grids, layout.extent, gradient_layout.extent, same, layout.shift_array(axes), v.kernel, dx_shifts,
             dx_matrices, dx_packed, products, rows, rows_ready, scratch("shifted_dw", grads.shape, x.dtype),
             (count, gradient_layout.count(B, H, W)), grads, index == 0, db)

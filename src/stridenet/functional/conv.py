@@ -162,11 +162,21 @@ def conv2d_relu_pool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
         return max_pool2d_forward(rectified, pool_size)[0]
     x = x.transpose(0, 2, 3, 1)                                     # (N, H, W, C) view
     out = np.empty((x.shape[0], axes[0].out // kh, axes[1].out // kw, w.shape[0]), x.dtype)
+    _forward_shifted(x, w, b, axes, out, True, None, (kh, kw))
+    return as_nchw(out)
+
+
+def _forward_shifted(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: tuple[WindowAxis, WindowAxis],
+                     out: np.ndarray, rectify: bool, positive: np.ndarray | None,
+                     pool: tuple[int, int] = (1, 1)) -> None:
+    """The shifted path's forward pass over the batch, x (N, H, W, C) -> out (channels-last), its blocks
+    run in parallel: ``_shifted.forward``'s ReLU, mask and pool options, the filters' tap matrices
+    (and their packing for the compiled tiles) made once for all blocks."""
     taps = _shifted.taps(w)
     tiles = _shifted.packed(taps)
-    slices = _shifted_slices(x, out, axes, backward=False)
-    run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], True, None, (kh, kw), tiles), slices)
-    return as_nchw(out)
+    run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], rectify,
+                                            None if positive is None else positive[s], pool, tiles),
+                 _shifted_slices(x, out, axes, backward=False))
 
 
 def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | tuple[int, int],
@@ -188,11 +198,7 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
         run_parallel(lambda s: _forward_cm(x[s], w, b, axes, out[s], epilogue(s)), _image_slices(x, out))
     elif path == "shifted":
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; padded block by block
-        taps = _shifted.taps(w)
-        tiles = _shifted.packed(taps)
-        slices = _shifted_slices(x, out, axes, backward=False)
-        run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], rectify,
-                                                None if positive is None else positive[s], (1, 1), tiles), slices)
+        _forward_shifted(x, w, b, axes, out, rectify, positive)
     else:
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
         w_rows = _weight_rows(w, groups)
