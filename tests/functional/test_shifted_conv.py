@@ -638,3 +638,27 @@ def test_a_grid_the_compiled_engine_wrote_is_zeroed_again_for_the_numpy_engine(m
     for case, seed, setting in ((first, 1, "0"), (smaller, 2, "1"), (first, 3, "0")):
         monkeypatch.setenv("STRIDENET_NUMBA", setting)
         _assert_matches_naive_in_float64(case, seed, f"seed {seed}, STRIDENET_NUMBA={setting}")
+
+
+@pytest.mark.parametrize("shape", [(1, 9, 3, 16), (5, 9, 20, 32), (3, 6, 17, 48), (2, 1, 1, 1)],
+                         ids=["one-block", "five-blocks", "2x3-kernel-odd-channels", "1x1-kernel"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_blocks_weight_sums_are_added_in_float64_block_after_block(shape: tuple[int, int, int, int],
+                                                                       dtype: type) -> None:
+    """``weight_gradient``: dw[k, c, i, j] is the float64 sum of the blocks' sums for tap (i, j), block 0
+    first, rounded once, to the bit (what makes the numbers the same however many threads wrote the
+    blocks); the taps are row-major."""
+    blocks, taps, C, K = shape
+    kernel = {9: (3, 3), 6: (2, 3), 1: (1, 1)}[taps]
+    rng = np.random.default_rng(7)
+    sums = (rng.standard_normal(shape) * 10.0 ** rng.integers(-6, 6, shape)).astype(dtype)
+    w = np.zeros((K, C, *kernel), dtype)
+    expected = np.empty(w.shape, dtype)
+    for k, c, i, j in np.ndindex(*w.shape):
+        total = np.float64(0.0)
+        for b in range(blocks):
+            total = total + np.float64(sums[b, i * kernel[1] + j, c, k])
+        expected[k, c, i, j] = total
+    dw = shifted.weight_gradient(sums, w)
+    assert dw.dtype == dtype and dw.flags.c_contiguous
+    np.testing.assert_array_equal(dw, expected)

@@ -118,9 +118,9 @@ def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None,
                    dout_shape: tuple[int, int, int], same: bool, shifts: np.ndarray, kernel_w: int,
                    dx_shifts: np.ndarray, dx_matrices: np.ndarray | None, dx_packed: np.ndarray, products: np.ndarray,
                    rows: np.ndarray, rows_ready: bool, tap_sums: np.ndarray, counts: tuple[int, int],
-                   grads: np.ndarray, first: bool, db: np.ndarray | None) -> None:
-    """One block of ``_shifted.backward``: write ``dx`` (B, H, W, C) unless None; set (``first``) or add
-    to the float64 ``grads`` (taps, C, K) and add to ``db`` (K,) unless None.
+                   db: np.ndarray | None) -> None:
+    """One block of ``_shifted.backward``: write ``dx`` (B, H, W, C) unless None, the block's weight-gradient
+    sums into ``tap_sums`` (taps, C, K), and add to ``db`` (K,) unless None.
 
     ``grids``: scratch arrays for the input's grid, the output gradient's padded grid (for ``dx``) and
     the output gradient on the input's grid; ``x_shape``/``dout_shape`` those layouts' (lead, width,
@@ -135,7 +135,13 @@ def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None,
     kernels.backward_block(_routines()[dtype], x, dout, _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4),
                            *grids, *x_shape, *dout_shape, same, shifts, kernel_w, dx_shifts,
                            _or_empty(dx_matrices, dtype, 3), dx_packed, products, rows, rows_ready, tap_sums,
-                           *counts, grads, first, _or_empty(db, np.float64, 1), *_scalars(dtype))
+                           *counts, _or_empty(db, np.float64, 1), *_scalars(dtype))
+
+
+def weight_gradient(sums: np.ndarray, taps: slice, dw: np.ndarray) -> None:
+    """``_shifted.weight_gradient``, compiled, for a range of ``taps`` (row-major): dw (K, C, kH, kW) from
+    the blocks' sums (blocks, kH*kW, C, K)."""
+    _kernels().weight_gradient(sums, dw.shape[3], taps.start, taps.stop, dw)
 
 
 def max_pool_tiled_forward(x: np.ndarray, kernel: tuple[int, int], out: np.ndarray) -> None:

@@ -28,6 +28,7 @@ _TAPS_BY_CHANNELS_2, _TAPS_BY_CHANNELS_1 = tile_product(2, 4, 3), tile_product(1
 _TAP_GRID_2, _TAP_GRID_1 = tile_product(2, 3, 3), tile_product(1, 3, 3)
 PIXEL_ROWS, CHANNEL_ROWS = 24, 8   # the fewest pixels the products' tiles need; channels in a weight tile
 _ROW_TILES = (8, 12, 14)           # pixels per tile when tiles follow the output's rows
+_SUM_CHANNELS = 8                  # channels ``weight_gradient`` adds up at a time
 # Bytes of the matrices one pass of tiles reads for every tile: more input channels take more passes,
 # so that the weights a tile streams stay in the level-2 cache beside its panel (``PANEL_BYTES``). (A
 # budget that kept them in the level-1 cache, 40 KiB, was 8-15% slower on 96- and 192-channel blocks:
@@ -397,7 +398,7 @@ def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, 
 @_jit
 def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width, x_rows,
                    d_lead, d_width, d_rows, same, shifts, kernel_w, dx_shifts, dx_matrices, dx_packed, products, rows,
-                   rows_ready, tap_sums, count, dx_count, grads, first, db, one, zero):
+                   rows_ready, tap_sums, count, dx_count, db, one, zero):
     """See ``_compiled.backward_block``."""
     C, K = x.shape[3], dout.shape[3]
     size = x.itemsize
@@ -430,9 +431,29 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
             on_grid = _address(grid_on_x)
         taps(gemm, _TRANS, C, K, count, _address(grid_x), C, shifts, C * size, on_grid, 0, K,
              _address(tap_sums), C * K * size, K, one, zero, False)
-    flat_grads, flat_sums = grads.reshape(-1), tap_sums.reshape(-1)
-    for e in range(flat_sums.size):
-        flat_grads[e] = flat_sums[e] if first else flat_grads[e] + flat_sums[e]
+
+
+@_jit
+def weight_gradient(sums, kernel_w, first_tap, last_tap, dw):
+    """dw[:, :, i, j] (K, C) for the taps ``first_tap`` to ``last_tap`` (exclusive; row-major, ``kernel_w`` a
+    row): the sum over the blocks' sums (blocks, kH*kW, C, K) in float64, one block after another,
+    rounded once to dw's dtype (what ``_shifted.weight_gradient`` does with NumPy)."""
+    S, C, K = sums.shape[0], sums.shape[2], sums.shape[3]
+    total = np.empty((_SUM_CHANNELS, K), np.float64)   # a few channels' sums: in the level-1 cache
+    for t in range(first_tap, last_tap):
+        i, j = t // kernel_w, t % kernel_w
+        for c0 in range(0, C, _SUM_CHANNELS):
+            c1 = min(c0 + _SUM_CHANNELS, C)
+            for c in range(c0, c1):
+                for k in range(K):
+                    total[c - c0, k] = sums[0, t, c, k]
+            for s in range(1, S):
+                for c in range(c0, c1):
+                    for k in range(K):
+                        total[c - c0, k] += sums[s, t, c, k]
+            for k in range(K):
+                for c in range(c0, c1):
+                    dw[k, c, i, j] = total[c - c0, k]
 
 
 @_jit

@@ -41,6 +41,7 @@ import numpy as np
 
 from stridenet.functional import _blas, _compiled, _im2col
 from stridenet.functional._layout import scratch
+from stridenet.functional._parallel import image_slices, run_parallel
 from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import WindowAxis
 from stridenet.functional.pool import max_pool2d_into
@@ -146,29 +147,31 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
             np.greater(dst, 0, out=mask)
 
 
-def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, axes: Axes, has_bias: bool,
-             dx: np.ndarray | None, positive: np.ndarray | None = None,
-             dx_packed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Write ``dx`` (N, H, W, C) unless it is None; return the float64 sums (kH*kW, C, K) for ``dw`` and ``db``.
+def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, axes: Axes, sums: np.ndarray,
+             has_bias: bool, dx: np.ndarray | None, positive: np.ndarray | None = None,
+             dx_packed: np.ndarray | None = None) -> np.ndarray | None:
+    """Write ``dx`` (N, H, W, C) unless it is None, and each block's sums for ``dw`` into ``sums`` (blocks,
+    kH*kW, C, K), one per block of ``blocks(N, ...)``; return the float64 ``db`` sums, or None without bias.
 
     ``x`` (N, H, W, C) is the forward input (any strides), ``dout`` (N, H_out, W_out, K) contiguous,
     ``dx_matrices`` the input gradient's taps (``taps(w, flip=True)``; None without ``dx``); with a
     ReLU mask ``positive`` (as ``dout``), each block of ``dout`` is taken through the ReLU first;
-    ``dx_packed``: ``packed(dx_matrices)`` for the compiled engine, made here if not given.
+    ``dx_packed``: ``packed(dx_matrices)`` for the compiled engine, made here if not given. The blocks'
+    sums become ``dw`` in ``weight_gradient``, added up in block order whichever thread wrote them.
     """
     N, C, K = x.shape[0], x.shape[3], dout.shape[3]
     h, v = axes
     db = np.zeros(K, np.float64) if has_bias else None
     if _compiled.available(x.dtype):
-        return _compiled_backward(x, dout, dx_matrices, dx_packed, axes, dx, positive, db), db
+        _compiled_backward(x, dout, dx_matrices, dx_packed, axes, sums, dx, positive, db)
+        return db
     layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
-    grads: np.ndarray | None = None
-    for block in blocks(N, axes, C, K, x.itemsize, backward=True):
+    for index, block in enumerate(blocks(N, axes, C, K, x.itemsize, backward=True)):
         n0, n1 = block.start, block.stop
         B = n1 - n0
         count = layout.count(B, h.out, v.out)                         # grid pixels up to the last output
         if dx is not None:
-            padded, sums = _gradient_grid("grid_dout", dout[n0:n1], gradient_layout, positive, block)
+            padded, bias_sums = _gradient_grid("grid_dout", dout[n0:n1], gradient_layout, positive, block)
             np.copyto(dx[n0:n1], _sum_of_shifted(padded, gradient_layout, gradient_axes, dx_matrices, B, "shifted_dx"))
             if same:
                 on_grid = padded[gradient_layout.lead * gradient_layout.width:]
@@ -176,30 +179,50 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, ax
                 rectified = gradient_layout.images(padded, B, h.out, v.out)
                 on_grid = _bordered("grid_dout_on_x", rectified, layout.at_start())
         else:
-            on_grid, sums = _gradient_grid("grid_dout_on_x", dout[n0:n1], layout.at_start(), positive, block)
+            on_grid, bias_sums = _gradient_grid("grid_dout_on_x", dout[n0:n1], layout.at_start(), positive, block)
         if db is not None:   # the grid holds the (rectified) gradient and zeros
-            db += _column_sums(on_grid, count) if sums is None else sums
+            db += _column_sums(on_grid, count) if bias_sums is None else bias_sums
         grid = _bordered("grid_x", x[n0:n1], layout)
-        tap_sums = scratch("shifted_dw", (h.kernel * v.kernel, C, K), x.dtype)
-        _weight_sums(grid, layout.shifts(axes), on_grid, count, tap_sums)
-        if grads is None:
-            grads = tap_sums.astype(np.float64)   # not np.zeros: a fresh zeroed array is page-faulted in
-        else:
-            grads += tap_sums
-    assert grads is not None   # a backward pass has at least one image
-    return grads, db
+        _weight_sums(grid, layout.shifts(axes), on_grid, count, sums[index])
+    return db
+
+
+def weight_sums(N: int, axes: Axes, channels: int, filters: int, dtype: np.dtype) -> np.ndarray:
+    """Room for ``backward``'s weight-gradient sums of a batch of ``N`` images, one (kH*kW, C, K) array
+    per block (a reused scratch array: no page faults from the second call on)."""
+    count = len(blocks(N, axes, channels, filters, np.dtype(dtype).itemsize, backward=True))
+    return scratch("shifted_dw", (count, axes[0].kernel * axes[1].kernel, channels, filters), dtype)
+
+
+def block_count(N: int, axes: Axes, channels: int, filters: int, itemsize: int) -> int:
+    """How many of ``weight_sums``' arrays ``backward`` fills for ``N`` images."""
+    return len(blocks(N, axes, channels, filters, itemsize, backward=True))
+
+
+def weight_gradient(sums: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``dw`` (K, C, kH, kW) in ``w``'s dtype: the blocks' ``sums`` (blocks, kH*kW, C, K) added up in
+    float64, one block after another (the same numbers however many threads wrote them), rounded once."""
+    dw = np.empty(w.shape, w.dtype)
+    if _compiled.available(w.dtype):   # a few MB to read: every thread takes some taps
+        run_parallel(lambda taps: _compiled.weight_gradient(sums, taps, dw), image_slices(sums.shape[1], sums.size))
+        return dw
+    K, C, kH, kW = w.shape
+    total = sums[0].astype(np.float64)
+    for block_sums in sums[1:]:
+        total += block_sums
+    np.copyto(dw, total.reshape(kH, kW, C, K).transpose(3, 2, 0, 1))
+    return dw
 
 
 def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None,
-                       dx_packed: np.ndarray | None, axes: Axes,
-                       dx: np.ndarray | None, positive: np.ndarray | None, db: np.ndarray | None) -> np.ndarray:
-    """``backward`` with each block one compiled call (``_compiled.backward_block``): returns the sums for ``dw``
-    and adds into ``db``."""
+                       dx_packed: np.ndarray | None, axes: Axes, sums: np.ndarray,
+                       dx: np.ndarray | None, positive: np.ndarray | None, db: np.ndarray | None) -> None:
+    """``backward`` with each block one compiled call (``_compiled.backward_block``): writes each block's
+    sums for ``dw`` and adds into ``db``."""
     N, H, W, C = x.shape
     K = dout.shape[3]
     h, v = axes
     layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
-    grads = np.empty((h.kernel * v.kernel, C, K), np.float64)
     unused = np.empty((0, 0), x.dtype)
     dx_shifts = gradient_layout.shift_array(gradient_axes) if dx is not None else np.empty(0, np.int64)
     if dx_packed is None:
@@ -221,9 +244,8 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray 
         _compiled.backward_block(
             x[n0:n1], block_dout, None if positive is None else positive[n0:n1], None if dx is None else dx[n0:n1],
             grids, layout.extent, gradient_layout.extent, same, layout.shift_array(axes), v.kernel, dx_shifts,
-            dx_matrices, dx_packed, products, rows, rows_ready, scratch("shifted_dw", grads.shape, x.dtype),
-            (count, gradient_layout.count(B, H, W)), grads, index == 0, db)
-    return grads
+            dx_matrices, dx_packed, products, rows, rows_ready, sums[index],
+            (count, gradient_layout.count(B, H, W)), db)
 
 
 def _fresh_grid(name: str, pixels: int, channels: int, dtype: np.dtype) -> np.ndarray:
@@ -231,12 +253,6 @@ def _fresh_grid(name: str, pixels: int, channels: int, dtype: np.dtype) -> np.nd
     zeros included, in its own layout: ``_bordered``'s record of the zeros there is void."""
     _zeroed_grids().pop(name, None)
     return scratch(name, (pixels, channels), dtype)
-
-
-def weight_grads(sums: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``dw`` (K, C, kH, kW) from ``backward``'s sums (kH*kW, C, K)."""
-    K, C, kH, kW = w.shape
-    return sums.reshape(kH, kW, C, K).transpose(3, 2, 0, 1)
 
 
 class _Layout(NamedTuple):

@@ -276,12 +276,21 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     dx_taps = _shifted.taps(w, flip=True) if shifted and need_dx else None
     dx_tiles = None if dx_taps is None else _shifted.packed(dx_taps)
     shared = need_dx and layout == "nhwc" and not shifted and _shares_columns(x, axes, G)
+    slices = _shifted_slices(x, dout, axes, backward=True) if shifted else _image_slices(x, dout)
+    if shifted:   # one (kH*kW, C, K) array of sums per block; each range of images fills its own blocks'
+        block_sums = _shifted.weight_sums(N, axes, x.shape[3], K, x.dtype)
+        own_blocks, first = {}, 0
+        for s in slices:
+            count = _shifted.block_count(s.stop - s.start, axes, x.shape[3], K, x.itemsize)
+            own_blocks[s.start], first = block_sums[first:first + count], first + count
 
-    def part(s: slice) -> tuple[np.ndarray, np.ndarray | None]:
-        """Write dx of a range of images; return its float64 weight-gradient sums and bias sum (or None)."""
+    def part(s: slice) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Write dx of a range of images; return its float64 weight-gradient sums (None on the shifted
+        path, which writes them into ``block_sums``) and bias sum (or None)."""
         d, m = dout[s], None if mask is None else mask[s]
         if shifted:
-            return _shifted.backward(x[s], d, dx_taps, axes, has_bias, None if dx is None else dx[s], m, dx_tiles)
+            return None, _shifted.backward(x[s], d, dx_taps, axes, own_blocks[s.start], has_bias,
+                                           None if dx is None else dx[s], m, dx_tiles)
         if shared:
             return _backward_stride1(x[s], d, w, axes, has_bias, dx[s], m)
         if m is not None and (layout == "nhwc" or dx is not None):   # the whole range through the ReLU first
@@ -294,9 +303,11 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
             _input_grad_nhwc(d, w, axes, G, dx[s])
         return _weight_grads_nhwc(x[s], d, G, axes, has_bias)
 
-    parts = run_parallel(part, _shifted_slices(x, dout, axes, backward=True) if shifted else _image_slices(x, dout))
-    form = "shifted" if shifted else "shared" if shared else layout
-    dw, db = _weight_grads(total([p[0] for p in parts]), w, G, form, has_bias)
+    parts = run_parallel(part, slices)
+    if shifted:
+        dw, db = _shifted.weight_gradient(block_sums, w), None
+    else:
+        dw, db = _weight_grads(total([p[0] for p in parts]), w, G, "shared" if shared else layout, has_bias)
     if parts[0][1] is not None:
         db = total([p[1] for p in parts])
     if dx is not None and layout == "nhwc":
@@ -308,10 +319,8 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
 def _weight_grads(sums: np.ndarray, w: np.ndarray, G: int, form: str,
                   has_bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """``dw`` (K, C/G, kH, kW) and, where the sums carry it, ``db`` from the float64 sums of one backward
-    path: "cm" (C*kH*kW [+1], K), "shared" (C, kH*kW*K) with the taps flipped, "nhwc" (G, kH*kW*C/G [+1], K/G),
-    "shifted" (kH*kW, C, K)."""
-    if form == "shifted":
-        return _shifted.weight_grads(sums, w), None
+    path: "cm" (C*kH*kW [+1], K), "shared" (C, kH*kW*K) with the taps flipped, "nhwc" (G, kH*kW*C/G [+1], K/G)
+    (the shifted path's: ``_shifted.weight_gradient``)."""
     K, Cg, kH, kW = w.shape
     if form == "cm":
         return sums[:w[0].size].T.reshape(w.shape), (sums[-1] if has_bias else None)
