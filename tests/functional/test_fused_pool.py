@@ -52,9 +52,9 @@ def test_the_fused_pass_gives_the_three_steps_numbers(name: str, dtype: type, en
     pools = []
     forward = shifted.forward
 
-    def recorded(x, matrices, b, axes, out, rectify=False, positive=None, pool=(1, 1), packed_matrices=None):
+    def recorded(x, filters, b, axes, out, rectify=False, positive=None, pool=(1, 1)):
         pools.append(pool)
-        return forward(x, matrices, b, axes, out, rectify, positive, pool, packed_matrices)
+        return forward(x, filters, b, axes, out, rectify, positive, pool)
 
     monkeypatch.setattr(shifted, "forward", recorded)
     got = conv2d_relu_pool_forward(x, w, b, case[4], case[2], case[3])

@@ -540,7 +540,7 @@ def test_without_wide_vector_registers_the_blas_computes_the_tiled_cases(name: s
     """On a CPU without AVX-512 the tiles are off (``_compiled.tiles_enabled``): the same cases, the BLAS's
     products, the same numbers to rounding."""
     monkeypatch.setitem(compiled._state, "tiles", False)
-    assert compiled.pack_tiles(np.ones((9, 8, 32), np.float32)).size == 0
+    assert compiled.pack_filters(np.ones((32, 8, 3, 3), np.float32), False).size == 0
     assert not compiled.weight_tiles_apply(8, 32, 100, np.float32, (3, 3))
     case = CASES[name]
     x, w, b, dout = cast(make_arrays(case), np.float32, "channels_last")
@@ -662,3 +662,26 @@ def test_the_blocks_weight_sums_are_added_in_float64_block_after_block(shape: tu
     dw = shifted.weight_gradient(sums, w)
     assert dw.dtype == dtype and dw.flags.c_contiguous
     np.testing.assert_array_equal(dw, expected)
+
+
+@pytest.mark.parametrize(("size", "tiled"), [(8, True), (3, False)], ids=["8x8-images", "3x3-images"])
+@pytest.mark.parametrize("flip", [False, True], ids=["forward", "input-gradient"])
+def test_tap_matrices_are_made_only_where_a_block_needs_the_blas(size: int, tiled: bool, flip: bool,
+                                                                 engine: str) -> None:
+    """``filters``: with the compiled tiles, an 8x8 image fills a tile (24 grid pixels), so no block calls
+    the BLAS and the tap matrices are not made; a 3x3 image does not, so they are. The NumPy engine always
+    takes the matrices."""
+    w = np.random.default_rng(3).standard_normal((32, 32, 3, 3)).astype(np.float32)
+    axes = window_axes((1, 32, size, size), (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)))
+    made = shifted.filters(w, axes, flip)
+    if engine == "numpy":
+        assert made.packed is None
+        np.testing.assert_array_equal(made.matrices, shifted.taps(w, flip))
+        return
+    if not compiled.tiles_enabled():
+        pytest.skip("no AVX-512 here: the tiles are off, the BLAS computes every block")
+    np.testing.assert_array_equal(made.packed, compiled.pack_filters(w, flip))
+    if tiled:
+        assert made.matrices is None
+    else:
+        np.testing.assert_array_equal(made.matrices, shifted.taps(w, flip))

@@ -15,6 +15,7 @@ import pytest
 
 import stridenet.functional._compiled as compiled
 from reference.gradcheck import rel_error
+from stridenet.functional._shifted import taps
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 SHIFTS = np.array([0, 1, 7, 13, 2], np.int64)   # pixels on from the output pixel, per tap
@@ -29,6 +30,12 @@ def kernels():
 
 def lanes(dtype: type) -> int:
     return 64 // np.dtype(dtype).itemsize
+
+
+def packed_matrices(kernels, matrices: np.ndarray) -> np.ndarray:
+    """``matrices`` (T, C, K) as the tiles read them: packed as the filters of a (K, C, 1, T) kernel."""
+    T, C, K = matrices.shape
+    return kernels.pack_filters(np.ascontiguousarray(matrices.transpose(2, 1, 0)).reshape(K, C, 1, T), False)
 
 
 def naive_products(grid: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, pixels: list[int]) -> np.ndarray:
@@ -78,7 +85,7 @@ def test_tiled_products_match_the_naive_loops(kernels, dtype: type, vectors: int
     bias = rng.standard_normal(K).astype(dtype) if with_bias else None
     products = np.full((count + 3, K), 1234.5, dtype)   # three rows past the output: must stay as they are
     assert kernels.tiles_apply(K, count, products.itemsize)
-    kernels.tiled_products(grid, SHIFTS, kernels.pack_tiles(matrices), channels, K,
+    kernels.tiled_products(grid, SHIFTS, packed_matrices(kernels, matrices), channels, K,
                            np.empty(0, dtype) if bias is None else bias, products, *layout, dtype(0))
     assert rel_error(products[outputs], naive_products(grid, matrices, bias, outputs)) < TOLERANCE[dtype]
     assert (products[count:] == 1234.5).all()
@@ -106,7 +113,8 @@ def test_tiled_products_in_several_panels_match_the_naive_loops(kernels, dtype: 
     matrices = rng.standard_normal((SHIFTS.size, channels, K)).astype(dtype)
     bias = rng.standard_normal(K).astype(dtype)
     products = np.full((count, K), np.nan, dtype)
-    kernels.tiled_products(grid, SHIFTS, kernels.pack_tiles(matrices), channels, K, bias, products, *layout, dtype(0))
+    kernels.tiled_products(grid, SHIFTS, packed_matrices(kernels, matrices), channels, K, bias, products, *layout,
+                           dtype(0))
     assert rel_error(products[outputs], naive_products(grid, matrices, bias, outputs)) < TOLERANCE[dtype]
 
 
@@ -165,8 +173,8 @@ def test_non_finite_values_propagate_as_in_a_matrix_product(kernels) -> None:
     grid[5, 3], grid[9, 0] = np.inf, np.nan
     matrices = np.ones((SHIFTS.size, 8, K), np.float32)
     products = np.empty((count, K), np.float32)
-    kernels.tiled_products(grid, SHIFTS, kernels.pack_tiles(matrices), 8, K, np.empty(0, np.float32), products, *layout,
-                           np.float32(0))
+    kernels.tiled_products(grid, SHIFTS, packed_matrices(kernels, matrices), 8, K, np.empty(0, np.float32), products,
+                           *layout, np.float32(0))
     with np.errstate(invalid="ignore"):
         expected = naive_products(grid, matrices, None, layout.outputs())
     np.testing.assert_array_equal(np.isnan(products), np.isnan(expected))
@@ -175,18 +183,26 @@ def test_non_finite_values_propagate_as_in_a_matrix_product(kernels) -> None:
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("vectors", [1, 2, 3, 5])
-def test_packed_tiles_hold_each_span_of_filters_contiguously(kernels, dtype: type, vectors: int) -> None:
+@pytest.mark.parametrize("flip", [False, True], ids=["forward", "input-gradient"])
+def test_packed_filters_hold_each_span_of_outputs_contiguously(kernels, dtype: type, vectors: int, flip: bool) -> None:
+    """``pack_filters``: the tap matrices (``_shifted.taps``: w's (C, K) per tap, or the input gradient's
+    flipped (K, C)), span after span of their outputs, each span's (T, inputs, span) values contiguous."""
     width = lanes(dtype)
-    matrices = np.arange(3 * 4 * vectors * width, dtype=dtype).reshape(3, 4, vectors * width)
-    packed, k0, spans = kernels.pack_tiles(matrices), 0, []
+    w = np.arange(4 * vectors * width * 2 * 3, dtype=dtype).reshape(4, vectors * width, 2, 3)
+    if not flip:
+        w = np.ascontiguousarray(w.transpose(1, 0, 2, 3))   # (outputs, 4 inputs, 2, 3)
+    matrices = taps(w, flip)
+    packed, k0, spans = kernels.pack_filters(w, flip), 0, []
     while k0 < matrices.shape[2]:
         spans.append(matrices[:, :, k0:k0 + (2 * width if matrices.shape[2] - k0 >= 2 * width else width)])
         k0 += spans[-1].shape[2]
     np.testing.assert_array_equal(packed, np.concatenate([span.reshape(-1) for span in spans]))
 
 
-def test_no_packing_where_filters_are_not_whole_vectors(kernels) -> None:
-    assert kernels.pack_tiles(np.ones((9, 8, 20), np.float32)).size == 0
+@pytest.mark.parametrize("flip", [False, True])
+def test_no_packing_where_outputs_are_not_whole_vectors(kernels, flip: bool) -> None:
+    w = np.ones((8, 20, 3, 3), np.float32) if flip else np.ones((20, 8, 3, 3), np.float32)   # 20 outputs
+    assert kernels.pack_filters(w, flip).size == 0
 
 
 @pytest.mark.parametrize(("outputs", "pixels", "itemsize", "expected"), [

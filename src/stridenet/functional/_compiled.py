@@ -73,11 +73,17 @@ def tiles_enabled() -> bool:
     return _state["tiles"]
 
 
-def pack_tiles(matrices: np.ndarray) -> np.ndarray:
-    """``matrices`` (taps, C, K) laid out for the tiled products, once per pass: ``forward_block``'s
-    ``packed`` (``backward_block``'s ``dx_packed`` for the input gradient's matrices); empty where the
-    tiles do not run (``tiles_enabled``), so the blocks call the BLAS instead."""
-    return _kernels().pack_tiles(matrices) if tiles_enabled() else np.empty(0, matrices.dtype)
+def pack_filters(w: np.ndarray, flip: bool) -> np.ndarray:
+    """Filters ``w`` (K, C, kH, kW) laid out for the tiled products, once per pass: the tap matrices of
+    the forward pass or, with ``flip``, of the input gradient, as ``forward_block``'s ``packed`` (and
+    ``backward_block``'s ``dx_packed``) take them; empty where the tiles do not run (``tiles_enabled``),
+    so the blocks call the BLAS instead."""
+    return _kernels().pack_filters(w, flip) if tiles_enabled() else np.empty(0, w.dtype)
+
+
+def tiles_apply(outputs: int, pixels: int, dtype: np.dtype) -> bool:
+    """Whether the tiles compute products with ``outputs`` channels out over ``pixels`` grid pixels."""
+    return tiles_enabled() and _kernels().tiles_apply(outputs, pixels, np.dtype(dtype).itemsize)
 
 
 def tiles_cover(channels: int, filters: int, kernel: tuple[int, int], dtype: np.dtype) -> bool:
@@ -96,7 +102,7 @@ def weight_tiles_apply(channels: int, filters: int, count: int, dtype: np.dtype,
 
 
 def forward_block(x: np.ndarray, grid: np.ndarray, grid_shape: tuple[int, int, int], shifts: np.ndarray,
-                  matrices: np.ndarray, packed: np.ndarray, bias: np.ndarray | None, products: np.ndarray,
+                  matrices: np.ndarray | None, packed: np.ndarray, bias: np.ndarray | None, products: np.ndarray,
                   out_size: tuple[int, int], out: np.ndarray, rectify: bool, positive: np.ndarray | None,
                   pool: tuple[int, int] = (1, 1)) -> None:
     """One block of ``_shifted.forward``: x (B, H, W, C) -> out (B, H_out, W_out, K), rectified if
@@ -106,11 +112,14 @@ def forward_block(x: np.ndarray, grid: np.ndarray, grid_shape: tuple[int, int, i
 
     ``grid`` (pixels, C) and ``products`` (pixels, K) are scratch arrays, ``grid_shape`` the layout's
     (lead, width, rows_per_image), ``shifts`` the taps' shifts (int64), ``out_size`` the convolution's
-    (H_out, W_out) (before pooling); ``packed``: ``pack_tiles(matrices)``, or empty for the BLAS's products.
+    (H_out, W_out) (before pooling); ``packed``: ``pack_filters``' layout of the filters for the tiles, or
+    empty for the BLAS's products; ``matrices``: the taps' (C, K) matrices for the BLAS, None where the
+    tiles compute the block.
     """
     kernels, dtype = _kernels(), out.dtype
-    kernels.forward_block(_routines()[dtype], x, grid, *grid_shape, shifts, matrices, packed, _or_empty(bias, dtype, 1),
-                          products, *out_size, out, rectify, _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
+    kernels.forward_block(_routines()[dtype], x, grid, *grid_shape, shifts, _or_empty(matrices, dtype, 3), packed,
+                          _or_empty(bias, dtype, 1), products, *out_size, out, rectify,
+                          _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
 
 
 def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None, dx: np.ndarray | None,
@@ -126,10 +135,10 @@ def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None,
     the output gradient on the input's grid; ``x_shape``/``dout_shape`` those layouts' (lead, width,
     rows_per_image); ``same``: the padded gradient lies on the input's grid; ``shifts``: the taps' (in
     row-major order, ``kernel_w`` a kernel row); ``counts``: grid pixels to compute for ``dw`` and for
-    ``dx``. Where ``weight_tiles_apply``, ``rows`` is scratch for the output
-    gradient as (B * H_out * W_out, K) rows (or, with ``rows_ready``, those rows already: ``dout``
-    itself, unmasked), and the third grid is unused; elsewhere ``rows`` is empty, and the third grid
-    unused where ``same``.
+    ``dx``; ``dx_packed``/``dx_matrices``: the input gradient's filters as ``forward_block``'s. Where
+    ``weight_tiles_apply``, ``rows`` is scratch for the output gradient as (B * H_out * W_out, K) rows (or, with
+    ``rows_ready``, those rows already: ``dout`` itself, unmasked), and the third grid is unused; elsewhere
+    ``rows`` is empty, and the third grid unused where ``same``.
     """
     kernels, dtype = _kernels(), x.dtype
     kernels.backward_block(_routines()[dtype], x, dout, _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4),

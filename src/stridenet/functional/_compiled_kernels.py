@@ -98,24 +98,34 @@ def _span(left, width):
 
 
 @_jit
-def pack_tiles(matrices):
-    """``matrices`` (T, C, K) as ``tiled_products`` reads them: for each span of K its tiles cover
-    (``_span``), the (T, C, span) values of that span, contiguous, one span after another. Empty where
-    K is not a whole number of vectors (no tiles then)."""
-    T, C, K = matrices.shape
-    width = VECTOR_BYTES // matrices.itemsize
-    if K % width != 0:
-        return np.empty(0, matrices.dtype)
-    packed = np.empty(T * C * K, matrices.dtype)
-    k0 = 0
-    while k0 < K:
-        span = _span(K - k0, width)
-        base = T * C * k0
-        for t in range(T):
-            for c in range(C):
-                for e in range(span):
-                    packed[base + (t * C + c) * span + e] = matrices[t, c, k0 + e]
-        k0 += span
+def pack_filters(w, flip):
+    """Filters ``w`` (K, C, kH, kW) as ``tiled_products`` reads them, straight from ``w``: for each span of
+    outputs its tiles cover (``_span``), the (T, C, span) values of that span, contiguous, one span after
+    another, where matrix ``t`` is ``w[:, :, i, j].T`` (C, K) for tap t = (i, j) row-major; with ``flip``
+    (the input gradient's) it is ``w[:, :, kH-1-i, kW-1-j]`` (K, C), outputs the C input channels. Empty
+    where the outputs are not a whole number of vectors (no tiles then)."""
+    K, C, kh, kw = w.shape
+    T = kh * kw
+    inputs, outputs = (K, C) if flip else (C, K)
+    width = VECTOR_BYTES // w.itemsize
+    if outputs % width != 0:
+        return np.empty(0, w.dtype)
+    packed = np.empty(T * C * K, w.dtype)
+    o0 = 0
+    while o0 < outputs:
+        span = _span(outputs - o0, width)
+        base = T * inputs * o0
+        for t in range(T):   # written in order; the span's filters (rows of w) stay in cache meanwhile
+            i, j = t // kw, t % kw
+            for c in range(inputs):
+                row = base + (t * inputs + c) * span
+                if flip:
+                    for e in range(span):
+                        packed[row + e] = w[c, o0 + e, kh - 1 - i, kw - 1 - j]
+                else:
+                    for e in range(span):
+                        packed[row + e] = w[o0 + e, c, i, j]
+        o0 += span
     return packed
 
 
@@ -184,7 +194,7 @@ def row_tile(out_h, out_w, width, rows_per_image):
 def tiled_products(grid, shifts, packed, C, K, bias, products, images, out_h, out_w, width, rows_per_image, zero):
     """``products[o] = bias + sum_t grid[o + shifts[t]] @ matrices[t]`` for the grid pixels ``o`` of the
     ``images`` outputs (out_h, out_w) laid out ``width`` pixels a row, ``rows_per_image`` rows an image
-    (``bias`` may be empty); ``packed`` the (T, C, K) matrices as ``pack_tiles`` lays them out. What
+    (``bias`` may be empty); ``packed`` the (T, C, K) matrices as ``pack_filters`` lays them out. What
     ``taps`` computes, with the output tile held in registers over all taps (see ``tiles_apply`` for
     the shapes). Tiles follow the output's rows where that computes less than sweeping over all grid
     pixels up to the last output (``row_tile``); the padding pixels between are then left unwritten.
@@ -369,7 +379,7 @@ def copy_out(products, width, rows_per_image, out, rectify, positive, zero):
 def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, packed, bias, products, out_h,
                   out_w, out, rectify, positive, pool_h, pool_w, one, zero):
     """See ``_compiled.forward_block``."""
-    C, K = matrices.shape[1], matrices.shape[2]
+    C, K = x.shape[3], out.shape[3]
     size = grid.itemsize
     count = ((out.shape[0] - 1) * rows_per_image + out_h - 1) * width + out_w   # grid pixels up to the last output
     lay_out(x, grid, lead, width, rows_per_image, np.empty((0, 0, 0, 0), np.bool_), np.empty(0), zero)

@@ -80,6 +80,29 @@ def tiled(axes: Axes, channels: int, filters: int, dtype: np.dtype) -> bool:
                                                                 dtype)
 
 
+class Filters(NamedTuple):
+    """A convolution's filters as the blocks take them (``filters``): one (C, K) matrix per tap, and their
+    layout for the compiled engine's tiles."""
+
+    matrices: np.ndarray | None   # taps(w, flip); None where the tiles compute every block
+    packed: np.ndarray | None     # _compiled.pack_filters(w, flip); None without the compiled engine
+
+
+def filters(w: np.ndarray, axes: Axes, flip: bool = False) -> Filters:
+    """``w`` (K, C, kH, kW) for ``forward`` or, with ``flip``, for ``backward``'s input gradient, made once
+    per pass for all blocks. The tap matrices are made only where some block's products are the BLAS's
+    (no compiled tiles, or an image too small for a tile); the tiles' layout is packed from ``w`` itself."""
+    if not _compiled.available(w.dtype):
+        return Filters(taps(w, flip), None)
+    packed = _compiled.pack_filters(w, flip)
+    product_axes = _gradient_axes(axes) if flip else axes
+    h, v = product_axes
+    one_image = _Layout.of(product_axes).count(1, h.out, v.out)   # the fewest outputs a block has
+    outputs = w.shape[1] if flip else w.shape[0]
+    tiled = packed.size > 0 and _compiled.tiles_apply(outputs, one_image, w.dtype)
+    return Filters(None if tiled else taps(w, flip), packed)
+
+
 def taps(w: np.ndarray, flip: bool = False) -> np.ndarray:
     """``w`` (K, C, kH, kW) as one matrix per tap: (kH*kW, C, K) for the forward pass or, with ``flip``,
     (kH*kW, K, C) for the input gradient (taps reversed, channels swapped)."""
@@ -96,31 +119,22 @@ def blocks(N: int, axes: Axes, channels: int, filters: int, itemsize: int, backw
     return [slice(n0, min(n0 + per_block, N)) for n0 in range(0, N, per_block)]
 
 
-def packed(matrices: np.ndarray) -> np.ndarray | None:
-    """``matrices`` (``taps(w)``) laid out for the compiled engine's tiles, or None where that engine is off:
-    made once per pass and handed to every block's ``forward`` (or ``backward``)."""
-    return _compiled.pack_tiles(matrices) if _compiled.available(matrices.dtype) else None
-
-
-def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axes, out: np.ndarray,
-            rectify: bool = False, positive: np.ndarray | None = None, pool: tuple[int, int] = (1, 1),
-            packed_matrices: np.ndarray | None = None) -> None:
-    """x (N, H, W, C) (any strides) convolved with ``matrices`` (``taps(w)``) -> out (N, H_out, W_out, K) (contiguous).
+def forward(x: np.ndarray, w: Filters, b: np.ndarray | None, axes: Axes, out: np.ndarray,
+            rectify: bool = False, positive: np.ndarray | None = None, pool: tuple[int, int] = (1, 1)) -> None:
+    """x (N, H, W, C) (any strides) convolved with the filters ``w`` (``filters``) -> out (N, H_out, W_out, K)
+    (contiguous).
 
     The bias is written into the products' rows before the first tap, so the BLAS adds every tap
     onto it. With ``rectify`` each block goes through a ReLU while it is copied out of the products,
     and its mask of positive values into ``positive`` (as ``out``) unless that is None. With a
     ``pool`` window (kh, kw) other than (1, 1), ``out`` (N, H_out // kh, W_out // kw, K) receives the
     max of each tile of that size instead, pooled while the block is in cache (``positive`` None: for
-    inference). Each block is one compiled call where ``_compiled`` is available, else NumPy and BLAS calls;
-    ``packed_matrices``: ``packed(matrices)``, made here if not given.
+    inference). Each block is one compiled call where ``_compiled`` is available, else NumPy and BLAS calls.
     """
-    K = matrices.shape[2]
+    K = out.shape[3]
     h, v = axes
     layout = _Layout.of(axes)
     compiled = _compiled.available(x.dtype)
-    if compiled and packed_matrices is None:
-        packed_matrices = packed(matrices)
     for block in blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False):
         n0, n1 = block.start, block.stop
         mask = None if positive is None else positive[n0:n1]
@@ -128,12 +142,12 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
             B = n1 - n0
             _compiled.forward_block(
                 x[n0:n1], _fresh_grid("grid_x", layout.pixels(B), x.shape[3], x.dtype), layout.extent,
-                layout.shift_array(axes), matrices, packed_matrices, b,
+                layout.shift_array(axes), w.matrices, w.packed, b,
                 scratch("shifted_out", (layout.at_start().pixels(B), K), x.dtype),
                 (h.out, v.out), out[n0:n1], rectify, mask, pool)
             continue
         grid = _bordered("grid_x", x[n0:n1], layout)
-        valid = _sum_of_shifted(grid, layout, axes, matrices, n1 - n0, "shifted_out", b)
+        valid = _sum_of_shifted(grid, layout, axes, w.matrices, n1 - n0, "shifted_out", b)
         dst = out[n0:n1]
         if pool != (1, 1):
             max_pool2d_into(valid.transpose(0, 3, 1, 2), pool, dst.transpose(0, 3, 1, 2))
@@ -147,23 +161,21 @@ def forward(x: np.ndarray, matrices: np.ndarray, b: np.ndarray | None, axes: Axe
             np.greater(dst, 0, out=mask)
 
 
-def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, axes: Axes, sums: np.ndarray,
-             has_bias: bool, dx: np.ndarray | None, positive: np.ndarray | None = None,
-             dx_packed: np.ndarray | None = None) -> np.ndarray | None:
+def backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | None, axes: Axes, sums: np.ndarray,
+             has_bias: bool, dx: np.ndarray | None, positive: np.ndarray | None = None) -> np.ndarray | None:
     """Write ``dx`` (N, H, W, C) unless it is None, and each block's sums for ``dw`` into ``sums`` (blocks,
     kH*kW, C, K), one per block of ``blocks(N, ...)``; return the float64 ``db`` sums, or None without bias.
 
     ``x`` (N, H, W, C) is the forward input (any strides), ``dout`` (N, H_out, W_out, K) contiguous,
-    ``dx_matrices`` the input gradient's taps (``taps(w, flip=True)``; None without ``dx``); with a
-    ReLU mask ``positive`` (as ``dout``), each block of ``dout`` is taken through the ReLU first;
-    ``dx_packed``: ``packed(dx_matrices)`` for the compiled engine, made here if not given. The blocks'
-    sums become ``dw`` in ``weight_gradient``, added up in block order whichever thread wrote them.
+    ``dx_filters`` the input gradient's (``filters(w, axes, flip=True)``; None without ``dx``); with a
+    ReLU mask ``positive`` (as ``dout``), each block of ``dout`` is taken through the ReLU first. The
+    blocks' sums become ``dw`` in ``weight_gradient``, added up in block order whichever thread wrote them.
     """
     N, C, K = x.shape[0], x.shape[3], dout.shape[3]
     h, v = axes
     db = np.zeros(K, np.float64) if has_bias else None
     if _compiled.available(x.dtype):
-        _compiled_backward(x, dout, dx_matrices, dx_packed, axes, sums, dx, positive, db)
+        _compiled_backward(x, dout, dx_filters, axes, sums, dx, positive, db)
         return db
     layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
     for index, block in enumerate(blocks(N, axes, C, K, x.itemsize, backward=True)):
@@ -172,7 +184,8 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None, ax
         count = layout.count(B, h.out, v.out)                         # grid pixels up to the last output
         if dx is not None:
             padded, bias_sums = _gradient_grid("grid_dout", dout[n0:n1], gradient_layout, positive, block)
-            np.copyto(dx[n0:n1], _sum_of_shifted(padded, gradient_layout, gradient_axes, dx_matrices, B, "shifted_dx"))
+            np.copyto(dx[n0:n1], _sum_of_shifted(padded, gradient_layout, gradient_axes, dx_filters.matrices, B,
+                                                 "shifted_dx"))
             if same:
                 on_grid = padded[gradient_layout.lead * gradient_layout.width:]
             else:
@@ -214,8 +227,7 @@ def weight_gradient(sums: np.ndarray, w: np.ndarray) -> np.ndarray:
     return dw
 
 
-def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray | None,
-                       dx_packed: np.ndarray | None, axes: Axes, sums: np.ndarray,
+def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | None, axes: Axes, sums: np.ndarray,
                        dx: np.ndarray | None, positive: np.ndarray | None, db: np.ndarray | None) -> None:
     """``backward`` with each block one compiled call (``_compiled.backward_block``): writes each block's
     sums for ``dw`` and adds into ``db``."""
@@ -225,8 +237,7 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_matrices: np.ndarray 
     layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
     unused = np.empty((0, 0), x.dtype)
     dx_shifts = gradient_layout.shift_array(gradient_axes) if dx is not None else np.empty(0, np.int64)
-    if dx_packed is None:
-        dx_packed = _compiled.pack_tiles(dx_matrices) if dx_matrices is not None else np.empty(0, x.dtype)
+    dx_matrices, dx_packed = (None, unused.reshape(0)) if dx_filters is None else dx_filters
     for index, block in enumerate(blocks(N, axes, C, K, x.itemsize, backward=True)):
         n0, n1 = block.start, block.stop
         B = n1 - n0

@@ -172,10 +172,9 @@ def _forward_shifted(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: t
     """The shifted path's forward pass over the batch, x (N, H, W, C) -> out (channels-last), its blocks
     run in parallel: ``_shifted.forward``'s ReLU, mask and pool options, the filters' tap matrices
     (and their packing for the compiled tiles) made once for all blocks."""
-    taps = _shifted.taps(w)
-    tiles = _shifted.packed(taps)
-    run_parallel(lambda s: _shifted.forward(x[s], taps, b, axes, out[s], rectify,
-                                            None if positive is None else positive[s], pool, tiles),
+    filters = _shifted.filters(w, axes)
+    run_parallel(lambda s: _shifted.forward(x[s], filters, b, axes, out[s], rectify,
+                                            None if positive is None else positive[s], pool),
                  _shifted_slices(x, out, axes, backward=False))
 
 
@@ -273,8 +272,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     mask = None if positive is None else to_nhwc(positive)
     dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
     shifted = path == "shifted"
-    dx_taps = _shifted.taps(w, flip=True) if shifted and need_dx else None
-    dx_tiles = None if dx_taps is None else _shifted.packed(dx_taps)
+    dx_filters = _shifted.filters(w, axes, flip=True) if shifted and need_dx else None
     shared = need_dx and layout == "nhwc" and not shifted and _shares_columns(x, axes, G)
     slices = _shifted_slices(x, dout, axes, backward=True) if shifted else _image_slices(x, dout)
     if shifted:   # one (kH*kW, C, K) array of sums per block; each range of images fills its own blocks'
@@ -289,8 +287,8 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
         path, which writes them into ``block_sums``) and bias sum (or None)."""
         d, m = dout[s], None if mask is None else mask[s]
         if shifted:
-            return None, _shifted.backward(x[s], d, dx_taps, axes, own_blocks[s.start], has_bias,
-                                           None if dx is None else dx[s], m, dx_tiles)
+            return None, _shifted.backward(x[s], d, dx_filters, axes, own_blocks[s.start], has_bias,
+                                           None if dx is None else dx[s], m)
         if shared:
             return _backward_stride1(x[s], d, w, axes, has_bias, dx[s], m)
         if m is not None and (layout == "nhwc" or dx is not None):   # the whole range through the ReLU first
