@@ -77,6 +77,10 @@ CASES = {
     "3x3-tiles-48-no-bias": Case(1, 16, 7, 6, 48, (3, 3), 1, bias=False),   # dx tiled too (16 channels)
     "3x3-tiles-dilation2": Case(2, 32, 8, 8, 16, (3, 3), 2, dilation=2),
     "3x3-tiles-valid": Case(2, 10, 8, 7, 16, (3, 3), 0),     # the padded gradient is not on the input's grid
+    # 8-pixel tiles along rows 8 and 16 wide: spans of 3 vectors of filters (float32: 3; float64: 3 + 3,
+    # and 64 filters as 2 + 2, or 3 + 3 + 2)
+    "3x3-tiles-8-wide": Case(2, 16, 8, 8, 48, (3, 3), 1),
+    "3x3-tiles-16-wide": Case(1, 16, 5, 16, 64, (3, 3), 1),
 }
 DTYPES = [np.float32, np.float64]
 # largest rel_error against the naive float64 loops, and between the shifted and the im2col path
@@ -540,7 +544,7 @@ def test_without_wide_vector_registers_the_blas_computes_the_tiled_cases(name: s
     """On a CPU without AVX-512 the tiles are off (``_compiled.tiles_enabled``): the same cases, the BLAS's
     products, the same numbers to rounding."""
     monkeypatch.setitem(compiled._state, "tiles", False)
-    assert compiled.pack_filters(np.ones((32, 8, 3, 3), np.float32), False).size == 0
+    assert compiled.pack_filters(np.ones((32, 8, 3, 3), np.float32), False, 3).size == 0
     assert not compiled.weight_tiles_apply(8, 32, 100, np.float32, (3, 3))
     case = CASES[name]
     x, w, b, dout = cast(make_arrays(case), np.float32, "channels_last")
@@ -664,13 +668,15 @@ def test_the_blocks_weight_sums_are_added_in_float64_block_after_block(shape: tu
     np.testing.assert_array_equal(dw, expected)
 
 
-@pytest.mark.parametrize(("size", "tiled"), [(8, True), (3, False)], ids=["8x8-images", "3x3-images"])
+@pytest.mark.parametrize(("size", "tiled", "widest"), [(8, True, 3), (3, False, 2), (14, True, 2)],
+                         ids=["8x8-images", "3x3-images", "14x14-images"])
 @pytest.mark.parametrize("flip", [False, True], ids=["forward", "input-gradient"])
-def test_tap_matrices_are_made_only_where_a_block_needs_the_blas(size: int, tiled: bool, flip: bool,
+def test_tap_matrices_are_made_only_where_a_block_needs_the_blas(size: int, tiled: bool, widest: int, flip: bool,
                                                                  engine: str) -> None:
     """``filters``: with the compiled tiles, an 8x8 image fills a tile (24 grid pixels), so no block calls
     the BLAS and the tap matrices are not made; a 3x3 image does not, so they are. The NumPy engine always
-    takes the matrices."""
+    takes the matrices. The tiles' packing spans 3 vectors of outputs for 8-pixel tiles (8x8 images), 2
+    for 14-pixel ones."""
     w = np.random.default_rng(3).standard_normal((32, 32, 3, 3)).astype(np.float32)
     axes = window_axes((1, 32, size, size), (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)))
     made = shifted.filters(w, axes, flip)
@@ -680,7 +686,7 @@ def test_tap_matrices_are_made_only_where_a_block_needs_the_blas(size: int, tile
         return
     if not compiled.tiles_enabled():
         pytest.skip("no AVX-512 here: the tiles are off, the BLAS computes every block")
-    np.testing.assert_array_equal(made.packed, compiled.pack_filters(w, flip))
+    np.testing.assert_array_equal(made.packed, compiled.pack_filters(w, flip, widest))
     if tiled:
         assert made.matrices is None
     else:

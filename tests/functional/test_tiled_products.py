@@ -32,10 +32,12 @@ def lanes(dtype: type) -> int:
     return 64 // np.dtype(dtype).itemsize
 
 
-def packed_matrices(kernels, matrices: np.ndarray) -> np.ndarray:
-    """``matrices`` (T, C, K) as the tiles read them: packed as the filters of a (K, C, 1, T) kernel."""
+def packed_matrices(kernels, matrices: np.ndarray, layout: Layout) -> np.ndarray:
+    """``matrices`` (T, C, K) as the tiles read them on ``layout``: packed as the filters of a (K, C, 1, T)
+    kernel, in the spans the layout's tiles take."""
     T, C, K = matrices.shape
-    return kernels.pack_filters(np.ascontiguousarray(matrices.transpose(2, 1, 0)).reshape(K, C, 1, T), False)
+    w = np.ascontiguousarray(matrices.transpose(2, 1, 0)).reshape(K, C, 1, T)
+    return kernels.pack_filters(w, False, kernels.widest_span(*layout[1:]))
 
 
 def naive_products(grid: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, pixels: list[int]) -> np.ndarray:
@@ -69,7 +71,7 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("vectors", [1, 2, 3, 4])        # 3: two vectors then one; 4: two tiles of two
+@pytest.mark.parametrize("vectors", [1, 2, 3, 4, 5])     # 8-pixel tiles: 3, 2 + 2, 3 + 2; else 2 + 1, 2 + 2...
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("channels", [8, 13, 40])
 @pytest.mark.parametrize("with_bias", [True, False])
@@ -80,12 +82,13 @@ def test_tiled_products_match_the_naive_loops(kernels, dtype: type, vectors: int
     outputs = layout.outputs()
     count = outputs[-1] + 1
     assert kernels.row_tile(*layout[1:]) == LAYOUTS[layout]
+    assert kernels.widest_span(*layout[1:]) == (3 if LAYOUTS[layout] == 8 else 2)
     grid = rng.standard_normal((count + SHIFTS.max(), channels)).astype(dtype)
     matrices = rng.standard_normal((SHIFTS.size, channels, K)).astype(dtype)
     bias = rng.standard_normal(K).astype(dtype) if with_bias else None
     products = np.full((count + 3, K), 1234.5, dtype)   # three rows past the output: must stay as they are
     assert kernels.tiles_apply(K, count, products.itemsize)
-    kernels.tiled_products(grid, SHIFTS, packed_matrices(kernels, matrices), channels, K,
+    kernels.tiled_products(grid, SHIFTS, packed_matrices(kernels, matrices, layout), channels, K,
                            np.empty(0, dtype) if bias is None else bias, products, *layout, dtype(0))
     assert rel_error(products[outputs], naive_products(grid, matrices, bias, outputs)) < TOLERANCE[dtype]
     assert (products[count:] == 1234.5).all()
@@ -113,8 +116,8 @@ def test_tiled_products_in_several_panels_match_the_naive_loops(kernels, dtype: 
     matrices = rng.standard_normal((SHIFTS.size, channels, K)).astype(dtype)
     bias = rng.standard_normal(K).astype(dtype)
     products = np.full((count, K), np.nan, dtype)
-    kernels.tiled_products(grid, SHIFTS, packed_matrices(kernels, matrices), channels, K, bias, products, *layout,
-                           dtype(0))
+    packed = packed_matrices(kernels, matrices, layout)
+    kernels.tiled_products(grid, SHIFTS, packed, channels, K, bias, products, *layout, dtype(0))
     assert rel_error(products[outputs], naive_products(grid, matrices, bias, outputs)) < TOLERANCE[dtype]
 
 
@@ -173,8 +176,8 @@ def test_non_finite_values_propagate_as_in_a_matrix_product(kernels) -> None:
     grid[5, 3], grid[9, 0] = np.inf, np.nan
     matrices = np.ones((SHIFTS.size, 8, K), np.float32)
     products = np.empty((count, K), np.float32)
-    kernels.tiled_products(grid, SHIFTS, packed_matrices(kernels, matrices), 8, K, np.empty(0, np.float32), products,
-                           *layout, np.float32(0))
+    packed = packed_matrices(kernels, matrices, layout)
+    kernels.tiled_products(grid, SHIFTS, packed, 8, K, np.empty(0, np.float32), products, *layout, np.float32(0))
     with np.errstate(invalid="ignore"):
         expected = naive_products(grid, matrices, None, layout.outputs())
     np.testing.assert_array_equal(np.isnan(products), np.isnan(expected))
@@ -182,19 +185,24 @@ def test_non_finite_values_propagate_as_in_a_matrix_product(kernels) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("vectors", [1, 2, 3, 5])
+@pytest.mark.parametrize("vectors", [1, 2, 3, 4, 5, 6, 7])
 @pytest.mark.parametrize("flip", [False, True], ids=["forward", "input-gradient"])
-def test_packed_filters_hold_each_span_of_outputs_contiguously(kernels, dtype: type, vectors: int, flip: bool) -> None:
+@pytest.mark.parametrize("widest", [2, 3])
+def test_packed_filters_hold_each_span_of_outputs_contiguously(kernels, dtype: type, vectors: int, flip: bool,
+                                                               widest: int) -> None:
     """``pack_filters``: the tap matrices (``_shifted.taps``: w's (C, K) per tap, or the input gradient's
-    flipped (K, C)), span after span of their outputs, each span's (T, inputs, span) values contiguous."""
+    flipped (K, C)), span after span of their outputs, each span's (T, inputs, span) values contiguous;
+    spans of 2 vectors (and a last of 1) or, with ``widest`` 3, of 3 except that 4 vectors left go as 2 + 2."""
     width = lanes(dtype)
     w = np.arange(4 * vectors * width * 2 * 3, dtype=dtype).reshape(4, vectors * width, 2, 3)
     if not flip:
         w = np.ascontiguousarray(w.transpose(1, 0, 2, 3))   # (outputs, 4 inputs, 2, 3)
     matrices = taps(w, flip)
-    packed, k0, spans = kernels.pack_filters(w, flip), 0, []
+    packed, k0, spans = kernels.pack_filters(w, flip, widest), 0, []
     while k0 < matrices.shape[2]:
-        spans.append(matrices[:, :, k0:k0 + (2 * width if matrices.shape[2] - k0 >= 2 * width else width)])
+        left = (matrices.shape[2] - k0) // width
+        span = 3 if widest == 3 and left >= 3 and left != 4 else min(left, 2)
+        spans.append(matrices[:, :, k0:k0 + span * width])
         k0 += spans[-1].shape[2]
     np.testing.assert_array_equal(packed, np.concatenate([span.reshape(-1) for span in spans]))
 
@@ -202,7 +210,7 @@ def test_packed_filters_hold_each_span_of_outputs_contiguously(kernels, dtype: t
 @pytest.mark.parametrize("flip", [False, True])
 def test_no_packing_where_outputs_are_not_whole_vectors(kernels, flip: bool) -> None:
     w = np.ones((8, 20, 3, 3), np.float32) if flip else np.ones((20, 8, 3, 3), np.float32)   # 20 outputs
-    assert kernels.pack_filters(w, flip).size == 0
+    assert kernels.pack_filters(w, flip, 3).size == 0
 
 
 @pytest.mark.parametrize(("outputs", "pixels", "itemsize", "expected"), [

@@ -73,12 +73,19 @@ def tiles_enabled() -> bool:
     return _state["tiles"]
 
 
-def pack_filters(w: np.ndarray, flip: bool) -> np.ndarray:
+def pack_filters(w: np.ndarray, flip: bool, widest: int) -> np.ndarray:
     """Filters ``w`` (K, C, kH, kW) laid out for the tiled products, once per pass: the tap matrices of
-    the forward pass or, with ``flip``, of the input gradient, as ``forward_block``'s ``packed`` (and
-    ``backward_block``'s ``dx_packed``) take them; empty where the tiles do not run (``tiles_enabled``),
-    so the blocks call the BLAS instead."""
-    return _kernels().pack_filters(w, flip) if tiles_enabled() else np.empty(0, w.dtype)
+    the forward pass or, with ``flip``, of the input gradient, in spans of up to ``widest`` vectors
+    (``widest_span`` of the products' layout), as ``forward_block``'s ``packed`` (and ``backward_block``'s
+    ``dx_packed``) take them; empty where the tiles do not run (``tiles_enabled``), so the blocks call
+    the BLAS instead."""
+    return _kernels().pack_filters(w, flip, widest) if tiles_enabled() else np.empty(0, w.dtype)
+
+
+def widest_span(out_size: tuple[int, int], width: int, rows_per_image: int) -> int:
+    """Vectors of outputs in the widest tile of the products over a grid of ``width`` pixels a row and
+    ``rows_per_image`` rows an image, with (H_out, W_out) outputs: what ``pack_filters`` packs for."""
+    return _kernels().widest_span(*out_size, width, rows_per_image)
 
 
 def tiles_apply(outputs: int, pixels: int, dtype: np.dtype) -> bool:

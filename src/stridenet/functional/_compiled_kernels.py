@@ -18,9 +18,10 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = np.int32(101), np.int32(111), np.int32(112)
 
 _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
 
-# Register tiles (``_tiled_products``) for the products: 8, 12 or 14 pixels x 2 vectors (28 of the 32
-# vector registers at most) or x 1 vector, and 24 x 1 for a sweep over all pixels; for the weight
-# gradient, 8 channels, 3 taps x 4 channels or 3 x 3 taps, x 2 or 1 vectors.
+# Register tiles (``_tiled_products``) for the products: 8 pixels x 3 vectors, 8, 12 or 14 pixels x 2
+# vectors (28 of the 32 vector registers at most) or x 1 vector, and 24 x 1 for a sweep over all pixels;
+# for the weight gradient, 8 channels, 3 taps x 4 channels or 3 x 3 taps, x 2 or 1 vectors.
+_P3_8 = tile_product(3, 8)
 _P2_8, _P2_12, _P2_14 = tile_product(2, 8), tile_product(2, 12), tile_product(2, 14)
 _P1_8, _P1_12, _P1_14, _P1_24 = tile_product(1, 8), tile_product(1, 12), tile_product(1, 14), tile_product(1, 24)
 _CHANNELS_BY_2, _CHANNELS_BY_1 = tile_product(2, 8), tile_product(1, 8)
@@ -92,18 +93,32 @@ def tiles_apply(outputs, pixels, itemsize):
 
 
 @_jit
-def _span(left, width):
-    """Output values in the next tile: two vectors, or one where only one is left."""
-    return 2 * width if left >= 2 * width else width
+def _span(left, width, widest):
+    """Output values in the next tile, ``left`` to cover in vectors of ``width``: ``widest`` vectors (2,
+    or 3 for 8-pixel tiles: ``widest_span``) where at least that many are left, except that four left
+    go as two and two; else two, or one where only one is left."""
+    vectors = left // width
+    if widest == 3 and vectors >= 3 and vectors != 4:
+        return 3 * width
+    return 2 * width if vectors >= 2 else width
 
 
 @_jit
-def pack_filters(w, flip):
+def widest_span(out_h, out_w, width, rows_per_image):
+    """Vectors of outputs the widest tile of ``tiled_products`` spans on this layout: 3 where its tiles
+    are 8 pixels along the output's rows (24 of the 32 vector registers), else 2. ``pack_filters`` must
+    pack the filters for the same."""
+    return 3 if row_tile(out_h, out_w, width, rows_per_image) == 8 else 2
+
+
+@_jit
+def pack_filters(w, flip, widest):
     """Filters ``w`` (K, C, kH, kW) as ``tiled_products`` reads them, straight from ``w``: for each span of
     outputs its tiles cover (``_span``), the (T, C, span) values of that span, contiguous, one span after
     another, where matrix ``t`` is ``w[:, :, i, j].T`` (C, K) for tap t = (i, j) row-major; with ``flip``
-    (the input gradient's) it is ``w[:, :, kH-1-i, kW-1-j]`` (K, C), outputs the C input channels. Empty
-    where the outputs are not a whole number of vectors (no tiles then)."""
+    (the input gradient's) it is ``w[:, :, kH-1-i, kW-1-j]`` (K, C), outputs the C input channels; spans
+    of up to ``widest`` vectors (``widest_span`` of the products' layout). Empty where the outputs are
+    not a whole number of vectors (no tiles then)."""
     K, C, kh, kw = w.shape
     T = kh * kw
     inputs, outputs = (K, C) if flip else (C, K)
@@ -113,7 +128,7 @@ def pack_filters(w, flip):
     packed = np.empty(T * C * K, w.dtype)
     o0 = 0
     while o0 < outputs:
-        span = _span(outputs - o0, width)
+        span = _span(outputs - o0, width, widest)
         base = T * inputs * o0
         for t in range(T):   # written in order; the span's filters (rows of w) stay in cache meanwhile
             i, j = t // kw, t % kw
@@ -130,10 +145,12 @@ def pack_filters(w, flip):
 
 
 @_jit
-def _pixel_tile(two, rows, zero, a, a_row, shifts, taps, b, span, b_tap, steps, init, out, out_row):
-    """One tile of ``rows`` pixels x ``span`` outputs (two vectors if ``two``) for ``tiled_products``:
+def _pixel_tile(vectors, rows, zero, a, a_row, shifts, taps, b, span, b_tap, steps, init, out, out_row):
+    """One tile of ``rows`` pixels x ``span`` outputs (``vectors`` vectors) for ``tiled_products``:
     ``steps`` input channels of each of the ``taps`` taps."""
-    if two:
+    if vectors == 3:
+        _P3_8(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+    elif vectors == 2:
         if rows == 14:
             _P2_14(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
         elif rows == 12:
@@ -205,8 +222,10 @@ def tiled_products(grid, shifts, packed, C, K, bias, products, images, out_h, ou
     width_vectors = VECTOR_BYTES // size
     a, out, shift_address = _address(grid), _address(products), _address(shifts)
     along_rows = row_tile(out_h, out_w, width, rows_per_image)
-    starts_two, whole_two = _tile_starts(images, out_h, out_w, width, rows_per_image, along_rows or 12, along_rows > 0)
-    starts_one, whole_one = starts_two, whole_two
+    widest = widest_span(out_h, out_w, width, rows_per_image)   # as ``packed`` was packed for
+    starts_wide, whole_wide = _tile_starts(images, out_h, out_w, width, rows_per_image, along_rows or 12,
+                                           along_rows > 0)
+    starts_one, whole_one = starts_wide, whole_wide
     if not along_rows:
         starts_one, whole_one = _tile_starts(images, out_h, out_w, width, rows_per_image, 24, False)
     # Tiles go in panels: every span of outputs and every pass over the input channels for one panel of
@@ -216,53 +235,54 @@ def tiled_products(grid, shifts, packed, C, K, bias, products, images, out_h, ou
     panel_pixels = max(24, PANEL_BYTES // ((C + K) * size))
     count = ((images - 1) * rows_per_image + out_h - 1) * width + out_w   # every tile starts before it
     for panel_start in range(0, count, panel_pixels):
-        for k0 in _span_starts(K, width_vectors):
-            two, rows, matrices, start, chunk = _span_plan(k0, K, C, T, size, along_rows, packed, bias)
-            starts, whole = (starts_two, whole_two) if two else (starts_one, whole_one)
+        for k0 in _span_starts(K, width_vectors, widest):
+            vectors, rows, matrices, start, chunk = _span_plan(k0, K, C, T, size, along_rows, widest, packed, bias)
+            starts, whole = (starts_wide, whole_wide) if vectors > 1 else (starts_one, whole_one)
             first = np.searchsorted(starts[:whole], panel_start)
             end = np.searchsorted(starts[:whole], panel_start + panel_pixels)
             for c0 in range(0, C, chunk):
                 for n in range(first, end):
-                    _span_tile(two, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0, starts[n],
-                               out, size)
-    for k0 in _span_starts(K, width_vectors):
-        two, rows, matrices, start, chunk = _span_plan(k0, K, C, T, size, along_rows, packed, bias)
-        starts, whole = (starts_two, whole_two) if two else (starts_one, whole_one)
+                    _span_tile(vectors, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0,
+                               starts[n], out, size)
+    for k0 in _span_starts(K, width_vectors, widest):
+        vectors, rows, matrices, start, chunk = _span_plan(k0, K, C, T, size, along_rows, widest, packed, bias)
+        starts, whole = (starts_wide, whole_wide) if vectors > 1 else (starts_one, whole_one)
         for n in range(whole, starts.size):
             for c0 in range(0, C, chunk):
-                _span_tile(two, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0, starts[n], out,
-                           size)
+                _span_tile(vectors, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0, starts[n],
+                           out, size)
 
 
 @_jit
-def _span_starts(K, width_vectors):
+def _span_starts(K, width_vectors, widest):
     """The first output of each span of outputs the tiles cover (``_span``)."""
     firsts = []
     k0 = 0
     while k0 < K:
         firsts.append(k0)
-        k0 += _span(K - k0, width_vectors)
+        k0 += _span(K - k0, width_vectors, widest)
     return firsts
 
 
 @_jit
-def _span_plan(k0, K, C, T, size, along_rows, packed, bias):
-    """For the span of outputs from ``k0`` in ``tiled_products``: two vectors wide or one, pixels a tile,
-    the address of its packed matrices, the tiles' start (the bias' address, or 0), input channels a pass."""
-    span = _span(K - k0, VECTOR_BYTES // size)
-    two = span == 2 * (VECTOR_BYTES // size)
-    rows = along_rows if along_rows else (12 if two else 24)
+def _span_plan(k0, K, C, T, size, along_rows, widest, packed, bias):
+    """For the span of outputs from ``k0`` in ``tiled_products``: its vectors (1-3), pixels a tile, the
+    address of its packed matrices, the tiles' start (the bias' address, or 0), input channels a pass."""
+    width = VECTOR_BYTES // size
+    span = _span(K - k0, width, widest)
+    vectors = span // width
+    rows = along_rows if along_rows else (12 if vectors == 2 else 24)
     start = _address(bias) + k0 * size if bias.size > 0 else np.int64(0)
     # input channels per pass: this span's matrices for them stay in the level-2 cache
     chunk = max(CHANNEL_ROWS, MATRIX_BYTES_PER_PASS // (T * span * size))
-    return two, rows, _address(packed) + T * C * k0 * size, start, chunk
+    return vectors, rows, _address(packed) + T * C * k0 * size, start, chunk
 
 
 @_jit
-def _span_tile(two, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0, p0, out, size):
+def _span_tile(vectors, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0, p0, out, size):
     """The tile at grid pixel ``p0`` of the span from ``k0``, over the pass of input channels from ``c0``."""
-    span = (2 if two else 1) * (VECTOR_BYTES // size)
-    _pixel_tile(two, rows, zero, a + (p0 * C + c0) * size, C, shift_address, T, matrices + c0 * span * size, span,
+    span = vectors * (VECTOR_BYTES // size)
+    _pixel_tile(vectors, rows, zero, a + (p0 * C + c0) * size, C, shift_address, T, matrices + c0 * span * size, span,
                 C * span, min(chunk, C - c0), start if c0 == 0 else np.int64(-1), out + (p0 * K + k0) * size, K)
 
 
@@ -306,7 +326,7 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
             offsets[run] = (run // out_h * rows_per_image + run % out_h) * width + shifts[t]
         k0 = 0
         while k0 < K:
-            two = _span(K - k0, width_vectors) == 2 * width_vectors
+            two = _span(K - k0, width_vectors, 2) == 2 * width_vectors
             c0 = 0
             while c0 < C:
                 c0 = min(c0, C - tile_channels)

@@ -94,10 +94,12 @@ def filters(w: np.ndarray, axes: Axes, flip: bool = False) -> Filters:
     (no compiled tiles, or an image too small for a tile); the tiles' layout is packed from ``w`` itself."""
     if not _compiled.available(w.dtype):
         return Filters(taps(w, flip), None)
-    packed = _compiled.pack_filters(w, flip)
     product_axes = _gradient_axes(axes) if flip else axes
     h, v = product_axes
-    one_image = _Layout.of(product_axes).count(1, h.out, v.out)   # the fewest outputs a block has
+    layout = _Layout.of(product_axes)
+    packed = _compiled.pack_filters(w, flip, _compiled.widest_span((h.out, v.out), layout.width,
+                                                                    layout.rows_per_image))
+    one_image = layout.count(1, h.out, v.out)   # the fewest outputs a block has
     outputs = w.shape[1] if flip else w.shape[0]
     tiled = packed.size > 0 and _compiled.tiles_apply(outputs, one_image, w.dtype)
     return Filters(None if tiled else taps(w, flip), packed)
