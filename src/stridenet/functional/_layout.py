@@ -27,6 +27,16 @@ def to_nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
+def contiguous(x: np.ndarray, name: str) -> np.ndarray:
+    """``x`` itself where it is C-contiguous, else a copy in this thread's scratch array ``name``: for a
+    range of a batch that one thread works on, copied while the rest of the batch is copied elsewhere."""
+    if x.flags.c_contiguous:
+        return x
+    copy = scratch(name, x.shape, x.dtype)
+    np.copyto(copy, x)
+    return copy
+
+
 def as_nchw(x_nhwc: np.ndarray) -> np.ndarray:
     """(N, H, W, C) -> the (N, C, H, W) view of the same memory (channels-last)."""
     return x_nhwc.transpose(0, 3, 1, 2)

@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stridenet.functional import _blas, _compiled, _im2col
-from stridenet.functional._layout import scratch
+from stridenet.functional._layout import contiguous, scratch
 from stridenet.functional._parallel import image_slices, run_parallel
 from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import WindowAxis
@@ -168,7 +168,7 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | None, axes: 
     """Write ``dx`` (N, H, W, C) unless it is None, and each block's sums for ``dw`` into ``sums`` (blocks,
     kH*kW, C, K), one per block of ``blocks(N, ...)``; return the float64 ``db`` sums, or None without bias.
 
-    ``x`` (N, H, W, C) is the forward input (any strides), ``dout`` (N, H_out, W_out, K) contiguous,
+    ``x`` (N, H, W, C) is the forward input and ``dout`` (N, H_out, W_out, K) its output's gradient (any strides),
     ``dx_filters`` the input gradient's (``filters(w, axes, flip=True)``; None without ``dx``); with a
     ReLU mask ``positive`` (as ``dout``), each block of ``dout`` is taken through the ReLU first. The
     blocks' sums become ``dw`` in ``weight_gradient``, added up in block order whichever thread wrote them.
@@ -250,12 +250,13 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | No
                  unused if tiled or (dx is not None and same) else
                  _fresh_grid("grid_dout_on_x", layout.at_start().pixels(B), K, x.dtype))
         products = unused if dx is None else scratch("shifted_dx", (gradient_layout.at_start().pixels(B), C), x.dtype)
-        block_dout = dout[n0:n1]
-        rows_ready = tiled and positive is None and block_dout.flags.c_contiguous   # the rows as they are
+        block_dout = contiguous(dout[n0:n1], "dout_nhwc")   # a copy only where dout is not channels-last
+        block_mask = None if positive is None else contiguous(positive[n0:n1], "mask_nhwc")
+        rows_ready = tiled and positive is None   # the rows as they are
         rows = block_dout.reshape(-1, K) if rows_ready else \
             scratch("shifted_rows", (B * h.out * v.out, K), x.dtype) if tiled else unused
         _compiled.backward_block(
-            x[n0:n1], block_dout, None if positive is None else positive[n0:n1], None if dx is None else dx[n0:n1],
+            x[n0:n1], block_dout, block_mask, None if dx is None else dx[n0:n1],
             grids, layout.extent, gradient_layout.extent, same, layout.shift_array(axes), v.kernel, dx_shifts,
             dx_matrices, dx_packed, products, rows, rows_ready, sums[index],
             (count, gradient_layout.count(B, H, W)), db)

@@ -268,10 +268,12 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
         raise ShapeError(f"expected an output gradient of shape {(N, K, H_out, W_out)}, received {dout.shape}")
     if positive is not None and positive.shape != dout.shape:
         raise ShapeError(f"expected a ReLU mask of shape {dout.shape} (the output's), received {positive.shape}")
-    dout = to_nhwc(dout)                                            # (N, H_out, W_out, K)
-    mask = None if positive is None else to_nhwc(positive)
-    dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
     shifted = path == "shifted"
+    if shifted:   # (N, H_out, W_out, K) views: each block is made contiguous by the thread that works on it
+        dout, mask = dout.transpose(0, 2, 3, 1), None if positive is None else positive.transpose(0, 2, 3, 1)
+    else:
+        dout, mask = to_nhwc(dout), None if positive is None else to_nhwc(positive)   # (N, H_out, W_out, K)
+    dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
     dx_filters = _shifted.filters(w, axes, flip=True) if shifted and need_dx else None
     shared = need_dx and layout == "nhwc" and not shifted and _shares_columns(x, axes, G)
     slices = _shifted_slices(x, dout, axes, backward=True) if shifted else _image_slices(x, dout)
