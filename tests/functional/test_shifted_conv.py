@@ -300,11 +300,6 @@ def test_without_dx_the_weight_gradients_are_unchanged(name: str, dtype: type, s
 
 
 # -- blocks, threads, strides --------------------------------------------------------------------
-def _per_block(count: int, per_block: int) -> list[int]:
-    """Images in each block when ``count`` images go ``per_block`` at a time."""
-    return [min(per_block, count - n0) for n0 in range(0, count, per_block)]
-
-
 def _grid_bytes(case: Case, dtype: type) -> int:
     """Bytes of one image's share of the zero-padded grid with C + K values a pixel: each row and each
     image followed by the larger of its two paddings (the padding after one is the padding before the next)."""
@@ -313,9 +308,12 @@ def _grid_bytes(case: Case, dtype: type) -> int:
 
 
 BLOCK_CASE = Case(5, 9, 6, 5, 4, (3, 3), ((0, 2), (1, 1)))   # not 'same': backward builds a second grid
-# COLS_BUDGET as a fraction of one image's padded grid (C + K values a pixel): images per block in forward
-# (grids of C + K values) and backward (2C + 2K). Half a grid is the least ``applies`` still accepts.
-BUDGETS = {"half-a-grid": (0.5, 1, 1), "two-grids": (2, 2, 1), "four-grids": (4, 4, 2)}
+# COLS_BUDGET as a fraction of one image's padded grid (C + K values a pixel), and the images of each
+# block in forward (grids of C + K values: at most 1, 2 or 4 images a block) and backward (2C + 2K: at
+# most 1, 1 or 2): as few blocks as that allows, an even number where there are several (unless there
+# are not enough images), sizes within one image of each other. Half a grid is the least ``applies`` accepts.
+BUDGETS = {"half-a-grid": (0.5, [1] * 5, [1] * 5), "two-grids": (2, [1, 1, 1, 2], [1] * 5),
+           "four-grids": (4, [2, 3], [1, 1, 1, 2])}
 
 
 @needs_blas
@@ -323,7 +321,7 @@ BUDGETS = {"half-a-grid": (0.5, 1, 1), "two-grids": (2, 2, 1), "four-grids": (4,
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_blocks_of_a_few_images_give_the_same_numbers(budget: str, dtype: type, spy: Spy, monkeypatch) -> None:
     case = BLOCK_CASE
-    fraction, forward_images, backward_images = BUDGETS[budget]
+    fraction, forward_blocks, backward_blocks = BUDGETS[budget]
     x, w, b, dout = cast(make_arrays(case, seed=3), dtype, "channels_last")
     whole = convolve(case, x, w, b, dout)
     assert spy.blocks == [case.N, case.N], "by default the batch is one block"
@@ -331,7 +329,7 @@ def test_blocks_of_a_few_images_give_the_same_numbers(budget: str, dtype: type, 
     monkeypatch.setattr(im2col, "COLS_BUDGET", int(fraction * _grid_bytes(case, dtype)))
     assert applies(case, dtype)
     got = convolve(case, x, w, b, dout)
-    assert spy.blocks == _per_block(case.N, forward_images) + _per_block(case.N, backward_images)
+    assert spy.blocks == forward_blocks + backward_blocks
     for ours, theirs, what in zip(got, whole, ("out", "dx", "dw", "db"), strict=True):
         assert_close(ours, theirs, dtype, f"{what}, blocks vs whole batch")
 

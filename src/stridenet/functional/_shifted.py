@@ -34,6 +34,7 @@ BLAS's where the shapes allow (``_compiled``, ``_tiled_products``).
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 from typing import NamedTuple
 
@@ -116,9 +117,15 @@ def taps(w: np.ndarray, flip: bool = False) -> np.ndarray:
 
 def blocks(N: int, axes: Axes, channels: int, filters: int, itemsize: int, backward: bool) -> list[slice]:
     """The blocks of images ``forward`` (or ``backward``) works on, one after the other: as tasks for
-    ``run_parallel``, they let a thread that finishes early take the next block."""
+    ``run_parallel``, they let a thread that finishes early take the next block. As few as the budget
+    allows, but an even number where there are several, of sizes that differ by one image at most: two
+    threads share them out evenly (three blocks would leave one thread a block to do alone), whatever
+    the number of threads (which the blocks, and so the numbers, never depend on)."""
     per_block = _images_per_block(axes, (channels + filters) * (2 if backward else 1), itemsize)
-    return [slice(n0, min(n0 + per_block, N)) for n0 in range(0, N, per_block)]
+    count = -(-N // per_block)
+    count = min(count + count % 2, N) if count > 1 else count
+    bounds = [N * i // count for i in range(count + 1)]
+    return [slice(n0, n1) for n0, n1 in itertools.pairwise(bounds) if n1 > n0]
 
 
 def forward(x: np.ndarray, w: Filters, b: np.ndarray | None, axes: Axes, out: np.ndarray,
