@@ -51,6 +51,9 @@ from stridenet.functional import _blas
 
 _state: dict[str, Any] = {"kernels": None, "routines": None, "tiles": None}
 
+# A stride-1 grid: (stride_h, stride_w, pad_top, pad_left) of ``forward_block``'s and ``backward_block``'s phases.
+_NO_PHASES = (1, 1, 0, 0)
+
 
 def available(dtype: np.dtype) -> bool:
     """True when the compiled block kernels can run for arrays of ``dtype``."""
@@ -111,7 +114,7 @@ def weight_tiles_apply(channels: int, filters: int, count: int, dtype: np.dtype,
 def forward_block(x: np.ndarray, grid: np.ndarray, grid_shape: tuple[int, int, int], shifts: np.ndarray,
                   matrices: np.ndarray | None, packed: np.ndarray, bias: np.ndarray | None, products: np.ndarray,
                   out_size: tuple[int, int], out: np.ndarray, rectify: bool, positive: np.ndarray | None,
-                  pool: tuple[int, int] = (1, 1)) -> None:
+                  pool: tuple[int, int] = (1, 1), phases: tuple[int, int, int, int] = _NO_PHASES) -> None:
     """One block of ``_shifted.forward``: x (B, H, W, C) -> out (B, H_out, W_out, K), rectified if
     ``rectify``, its mask of positive values into ``positive`` unless None; with a ``pool`` window
     (kh, kw) other than (1, 1), out is instead the max of each tile of that size, (B, H_out // kh,
@@ -121,11 +124,12 @@ def forward_block(x: np.ndarray, grid: np.ndarray, grid_shape: tuple[int, int, i
     (lead, width, rows_per_image), ``shifts`` the taps' shifts (int64), ``out_size`` the convolution's
     (H_out, W_out) (before pooling); ``packed``: ``pack_filters``' layout of the filters for the tiles, or
     empty for the BLAS's products; ``matrices``: the taps' (C, K) matrices for the BLAS, None where the
-    tiles compute the block.
+    tiles compute the block. ``phases`` (stride_h, stride_w, pad_top, pad_left): for a strided convolution,
+    ``grid`` holds the input's stride phases (``_phases``; lead 0), and ``shifts`` reach into them.
     """
     kernels, dtype = _kernels(), out.dtype
-    kernels.forward_block(_routines()[dtype], x, grid, *grid_shape, shifts, _or_empty(matrices, dtype, 3), packed,
-                          _or_empty(bias, dtype, 1), products, *out_size, out, rectify,
+    kernels.forward_block(_routines()[dtype], x, grid, *grid_shape, *phases, shifts, _or_empty(matrices, dtype, 3),
+                          packed, _or_empty(bias, dtype, 1), products, *out_size, out, rectify,
                           _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
 
 
@@ -134,7 +138,7 @@ def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None,
                    dout_shape: tuple[int, int, int], same: bool, shifts: np.ndarray, kernel_w: int,
                    dx_shifts: np.ndarray, dx_matrices: np.ndarray | None, dx_packed: np.ndarray, products: np.ndarray,
                    rows: np.ndarray, rows_ready: bool, tap_sums: np.ndarray, counts: tuple[int, int],
-                   db: np.ndarray | None) -> None:
+                   db: np.ndarray | None, phases: tuple[int, int, int, int] = _NO_PHASES) -> None:
     """One block of ``_shifted.backward``: write ``dx`` (B, H, W, C) unless None, the block's weight-gradient
     sums into ``tap_sums`` (taps, C, K), and add to ``db`` (K,) unless None.
 
@@ -145,11 +149,12 @@ def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None,
     ``dx``; ``dx_packed``/``dx_matrices``: the input gradient's filters as ``forward_block``'s. Where
     ``weight_tiles_apply``, ``rows`` is scratch for the output gradient as (B * H_out * W_out, K) rows (or, with
     ``rows_ready``, those rows already: ``dout`` itself, unmasked), and the third grid is unused; elsewhere
-    ``rows`` is empty, and the third grid unused where ``same``.
+    ``rows`` is empty, and the third grid unused where ``same``. ``phases``: as ``forward_block``'s (then
+    without ``dx``, and ``kernel_w`` 1: the taps are not evenly spaced along the grid's rows).
     """
     kernels, dtype = _kernels(), x.dtype
     kernels.backward_block(_routines()[dtype], x, dout, _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4),
-                           *grids, *x_shape, *dout_shape, same, shifts, kernel_w, dx_shifts,
+                           *grids, *x_shape, *phases, *dout_shape, same, shifts, kernel_w, dx_shifts,
                            _or_empty(dx_matrices, dtype, 3), dx_packed, products, rows, rows_ready, tap_sums,
                            *counts, _or_empty(db, np.float64, 1), *_scalars(dtype))
 

@@ -74,6 +74,42 @@ def lay_out(values, grid, lead, width, rows_per_image, positive, sums, zero):
 
 
 @_jit
+def lay_out_phases(values, grid, stride_h, stride_w, pad_top, pad_left, width, rows_per_image, zero):
+    """Write ``values`` (B, H, W, C) on ``grid`` (pixels, C) as its stride phases, for a convolution of that
+    stride: phase (a, c) (a < stride_h, c < stride_w) holds every stride_h-th row from row a and every
+    stride_w-th column from column c of the values zero-padded by ``pad_top`` above and ``pad_left`` on
+    the left, ``width`` pixels a row and ``rows_per_image`` rows an image, zeros where that falls outside
+    the values; the phases one after another, row-major, each ``B * rows_per_image * width`` pixels."""
+    B, H, W, C = values.shape
+    phase_pixels = B * rows_per_image * width
+    for a in range(stride_h):
+        for c0 in range(stride_w):
+            base = (a * stride_w + c0) * phase_pixels
+            for b in range(B):
+                for r in range(rows_per_image):
+                    y = stride_h * r + a - pad_top
+                    row = base + (b * rows_per_image + r) * width
+                    for q in range(width):
+                        x = stride_w * q + c0 - pad_left
+                        if 0 <= y < H and 0 <= x < W:
+                            for c in range(C):
+                                grid[row + q, c] = values[b, y, x, c]
+                        else:
+                            for c in range(C):
+                                grid[row + q, c] = zero
+
+
+@_jit
+def _lay_out_input(x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left, zero):
+    """A convolution's input on its grid: padded images one after another (stride 1, ``lay_out``) or their
+    stride phases (``lay_out_phases``; ``lead`` is then 0)."""
+    if stride_h * stride_w > 1:
+        lay_out_phases(x, grid, stride_h, stride_w, pad_top, pad_left, width, rows_per_image, zero)
+    else:
+        lay_out(x, grid, lead, width, rows_per_image, np.empty((0, 0, 0, 0), np.bool_), np.empty(0), zero)
+
+
+@_jit
 def taps(gemm, trans_a, rows, cols, inner, a, lda, shifts, a_step, b, b_step, ldb, out, out_step, ldc,
          one, zero, accumulate):
     """For each tap t: ``out_t (+)= op(A_t) @ B_t``, A_t at ``a + shifts[t] * a_step``, B_t at
@@ -396,13 +432,13 @@ def copy_out(products, width, rows_per_image, out, rectify, positive, zero):
 
 
 @_jit
-def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, packed, bias, products, out_h,
-                  out_w, out, rectify, positive, pool_h, pool_w, one, zero):
+def forward_block(gemm, x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left, shifts, matrices,
+                  packed, bias, products, out_h, out_w, out, rectify, positive, pool_h, pool_w, one, zero):
     """See ``_compiled.forward_block``."""
     C, K = x.shape[3], out.shape[3]
     size = grid.itemsize
     count = ((out.shape[0] - 1) * rows_per_image + out_h - 1) * width + out_w   # grid pixels up to the last output
-    lay_out(x, grid, lead, width, rows_per_image, np.empty((0, 0, 0, 0), np.bool_), np.empty(0), zero)
+    _lay_out_input(x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left, zero)
     if packed.size > 0 and tiles_apply(K, count, size):
         tiled_products(grid, shifts, packed, C, K, bias, products, out.shape[0], out_h, out_w, width,
                        rows_per_image, zero)
@@ -426,9 +462,9 @@ def forward_block(gemm, x, grid, lead, width, rows_per_image, shifts, matrices, 
 
 
 @_jit
-def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width, x_rows,
-                   d_lead, d_width, d_rows, same, shifts, kernel_w, dx_shifts, dx_matrices, dx_packed, products, rows,
-                   rows_ready, tap_sums, count, dx_count, db, one, zero):
+def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width, x_rows, stride_h,
+                   stride_w, pad_top, pad_left, d_lead, d_width, d_rows, same, shifts, kernel_w, dx_shifts, dx_matrices,
+                   dx_packed, products, rows, rows_ready, tap_sums, count, dx_count, db, one, zero):
     """See ``_compiled.backward_block``."""
     C, K = x.shape[3], dout.shape[3]
     size = x.itemsize
@@ -443,7 +479,7 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
             taps(gemm, _NO_TRANS, dx_count, C, K, _address(grid_dout), K, dx_shifts, K * size,
                  _address(dx_matrices), K * C * size, C, _address(products), 0, C, one, zero, False)
         copy_out(products, d_width, d_rows, dx, False, no_mask, zero)
-    lay_out(x, grid_x, x_lead, x_width, x_rows, no_mask, no_sums, zero)
+    _lay_out_input(x, grid_x, x_lead, x_width, x_rows, stride_h, stride_w, pad_top, pad_left, zero)
     if tiled:
         if rows_ready:   # ``rows`` is ``dout`` itself (no mask): only the bias gradient to add up
             for p in range(rows.shape[0]):

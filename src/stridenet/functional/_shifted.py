@@ -121,7 +121,12 @@ def blocks(N: int, axes: Axes, channels: int, filters: int, itemsize: int, backw
     allows, but an even number where there are several, of sizes that differ by one image at most: two
     threads share them out evenly (three blocks would leave one thread a block to do alone), whatever
     the number of threads (which the blocks, and so the numbers, never depend on)."""
-    per_block = _images_per_block(axes, (channels + filters) * (2 if backward else 1), itemsize)
+    return even_blocks(N, _images_per_block(axes, (channels + filters) * (2 if backward else 1), itemsize))
+
+
+def even_blocks(N: int, per_block: int) -> list[slice]:
+    """``N`` images in blocks of at most ``per_block``: as few as that allows, an even number where there
+    are several (and images enough), sizes within one image of each other (``blocks``)."""
     count = -(-N // per_block)
     count = min(count + count % 2, N) if count > 1 else count
     bounds = [N * i // count for i in range(count + 1)]

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stridenet.errors import ShapeError
-from stridenet.functional import _shifted
+from stridenet.functional import _phases, _shifted
 from stridenet.functional._im2col import blocks, col2im_cm, im2col_cm, im2col_nhwc, pad
 from stridenet.functional._layout import as_nchw, scratch, to_nhwc
 from stridenet.functional._parallel import image_slices, run_parallel, total
@@ -198,6 +198,13 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
     elif path == "shifted":
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; padded block by block
         _forward_shifted(x, w, b, axes, out, rectify, positive)
+    elif path == "phases":
+        x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; split into phases block by block
+        filters = _phases.filters(w, axes)
+        run_parallel(lambda s: _phases.forward(x[s], filters, b, axes, out[s], rectify,
+                                               None if positive is None else positive[s]),
+                     _block_slices(x, out, _phases.blocks(x.shape[0], axes, x.shape[3], w.shape[0], x.itemsize,
+                                                          backward=False)))
     else:
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
         w_rows = _weight_rows(w, groups)
@@ -218,8 +225,11 @@ def _checked_axes(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: in
 
 def _path(x: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis], groups: int) -> str:
     """Which forward path a convolution takes: "cm" (few input channels: channel-major columns),
-    "shifted" (``_shifted``'s products) or "nhwc" (im2col columns). Few input channels take the
-    shifted path too where the compiled engine's tiles compute its products and weight gradient."""
+    "shifted" (``_shifted``'s products), "phases" (strided, ``_phases``' products) or "nhwc" (im2col
+    columns). Few input channels take the shifted path too where the compiled engine's tiles compute its
+    products and weight gradient."""
+    if _phases.applies(axes, groups, x.shape[1], w.shape[0], x.dtype):
+        return "phases"
     shifted = _shifted.applies(axes, groups, x.shape[1], w.shape[0], x.dtype)
     if groups == 1 and x.shape[1] <= CM_MAX_CHANNELS and not (shifted and _shifted.tiled(axes, x.shape[1], w.shape[0],
                                                                                           x.dtype)):
@@ -268,20 +278,23 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
         raise ShapeError(f"expected an output gradient of shape {(N, K, H_out, W_out)}, received {dout.shape}")
     if positive is not None and positive.shape != dout.shape:
         raise ShapeError(f"expected a ReLU mask of shape {dout.shape} (the output's), received {positive.shape}")
-    shifted = path == "shifted"
-    if shifted:   # (N, H_out, W_out, K) views: each block is made contiguous by the thread that works on it
+    shifted, phased = path == "shifted", path == "phases"
+    if shifted or phased:   # (N, H_out, W_out, K) views: each block is made contiguous by the thread that works on it
         dout, mask = dout.transpose(0, 2, 3, 1), None if positive is None else positive.transpose(0, 2, 3, 1)
     else:
         dout, mask = to_nhwc(dout), None if positive is None else to_nhwc(positive)   # (N, H_out, W_out, K)
     dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
     dx_filters = _shifted.filters(w, axes, flip=True) if shifted and need_dx else None
     shared = need_dx and layout == "nhwc" and not shifted and _shares_columns(x, axes, G)
-    slices = _shifted_slices(x, dout, axes, backward=True) if shifted else _image_slices(x, dout)
-    if shifted:   # one (kH*kW, C, K) array of sums per block; each range of images fills its own blocks'
-        block_sums = _shifted.weight_sums(N, axes, x.shape[3], K, x.dtype)
+    blocked = _phases if phased else _shifted if shifted else None   # the module that works in blocks
+    if blocked is None:
+        slices = _image_slices(x, dout)
+    else:   # one (kH*kW, C, K) array of sums per block; each range of images fills its own blocks'
+        slices = _block_slices(x, dout, blocked.blocks(N, axes, x.shape[3], K, x.itemsize, backward=True))
+        block_sums = blocked.weight_sums(N, axes, x.shape[3], K, x.dtype)
         own_blocks, first = {}, 0
         for s in slices:
-            count = _shifted.block_count(s.stop - s.start, axes, x.shape[3], K, x.itemsize)
+            count = blocked.block_count(s.stop - s.start, axes, x.shape[3], K, x.itemsize)
             own_blocks[s.start], first = block_sums[first:first + count], first + count
 
     def part(s: slice) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -291,6 +304,8 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
         if shifted:
             return None, _shifted.backward(x[s], d, dx_filters, axes, own_blocks[s.start], has_bias,
                                            None if dx is None else dx[s], m)
+        if phased:
+            return None, _phases.backward(x[s], d, axes, own_blocks[s.start], has_bias, m)
         if shared:
             return _backward_stride1(x[s], d, w, axes, has_bias, dx[s], m)
         if m is not None and (layout == "nhwc" or dx is not None):   # the whole range through the ReLU first
@@ -303,8 +318,13 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
             _input_grad_nhwc(d, w, axes, G, dx[s])
         return _weight_grads_nhwc(x[s], d, G, axes, has_bias)
 
+    if phased and dx is not None:   # dx as on the im2col path, over ranges of images (not the phases' blocks)
+        if mask is not None:          # the gradient through the ReLU once, for both gradients
+            dout, mask = through_relu(dout, mask, np.empty(dout.shape, dout.dtype)), None
+        dout = np.ascontiguousarray(dout)   # each phase of dx reads it again
+        run_parallel(lambda s: _input_grad_nhwc(dout[s], w, axes, G, dx[s]), _image_slices(x, dout))
     parts = run_parallel(part, slices)
-    if shifted:
+    if blocked is not None:
         dw, db = _shifted.weight_gradient(block_sums, w), None
     else:
         dw, db = _weight_grads(total([p[0] for p in parts]), w, G, "shared" if shared else layout, has_bias)
@@ -337,12 +357,15 @@ def _image_slices(x: np.ndarray, y: np.ndarray) -> list[slice]:
 
 
 def _shifted_slices(x: np.ndarray, y: np.ndarray, axes: tuple[WindowAxis, WindowAxis], backward: bool) -> list[slice]:
-    """The shifted-product path's tasks: one per block of images (``_shifted.blocks``), taken by whichever
-    thread is free, when the work is worth splitting at all; the same blocks for any number of threads."""
-    N = x.shape[0]
-    if len(_image_slices(x, y)) == 1:
-        return [slice(0, N)]
-    return _shifted.blocks(N, axes, x.shape[3], y.shape[3], x.itemsize, backward)
+    """The shifted-product path's tasks (``_block_slices`` of ``_shifted.blocks``)."""
+    return _block_slices(x, y, _shifted.blocks(x.shape[0], axes, x.shape[3], y.shape[3], x.itemsize, backward))
+
+
+def _block_slices(x: np.ndarray, y: np.ndarray, blocks: list[slice]) -> list[slice]:
+    """The tasks of a path that works in ``blocks`` of images (``_shifted``, ``_phases``): one per block,
+    taken by whichever thread is free, when the work is worth splitting at all; the same blocks for any
+    number of threads."""
+    return [slice(0, x.shape[0])] if len(_image_slices(x, y)) == 1 else blocks
 
 
 def _weight_rows(w: np.ndarray, groups: int) -> np.ndarray:
@@ -427,8 +450,8 @@ def _backward_stride1(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tupl
     """
     N, H, W, C = x.shape
     K, _, kH, kW = w.shape
-    ((_, taps_h, axis_h),) = _phases(axes[0], H)   # stride 1: one phase, every tap
-    ((_, taps_w, axis_w),) = _phases(axes[1], W)
+    ((_, taps_h, axis_h),) = _gradient_phases(axes[0], H)   # stride 1: one phase, every tap
+    ((_, taps_w, axis_w),) = _gradient_phases(axes[1], W)
     rows = _flipped_rows(w, 1, taps_h, taps_w)[0]                     # (kH*kW*K, C)
     phase_axes = (axis_h, axis_w)
     dx_rows = dx.reshape(-1, C)
@@ -502,32 +525,42 @@ def _input_grad_nhwc(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, Wi
     scattering column gradients back onto windows, this writes each dx value once.
     """
     H, W = dx.shape[1:3]
-    for r_h, taps_h, axis_h in _phases(axes[0], H):
-        for r_w, taps_w, axis_w in _phases(axes[1], W):
+    K, C = dout.shape[3], dx.shape[3]
+    for r_h, taps_h, axis_h in _gradient_phases(axes[0], H):
+        for r_w, taps_w, axis_w in _gradient_phases(axes[1], W):
             target = dx[:, r_h::axes[0].stride, r_w::axes[1].stride]  # (N, H_r, W_r, C)
             if not (taps_h and taps_w):
                 target[...] = 0                                      # rows no tap reaches
                 continue
-            rows = _flipped_rows(w, G, taps_h, taps_w)
-            if target.flags.c_contiguous:
-                _forward_nhwc(dout, rows, None, (axis_h, axis_w), target)
+            phase_axes = (axis_h, axis_w)
+            into = target if target.flags.c_contiguous else scratch("dx_phase", target.shape, dout.dtype)
+            if G == 1 and _shifted.applies(phase_axes, 1, K, C, dout.dtype) and _shifted.tiled(phase_axes, K, C,
+                                                                                                dout.dtype):
+                kernel = _flipped_kernel(w, G, taps_h, taps_w)   # the compiled tiles, no columns
+                _shifted.forward(dout, _shifted.filters(kernel, phase_axes), None, phase_axes, into)
             else:
-                phase = np.empty(target.shape, dout.dtype)
-                _forward_nhwc(dout, rows, None, (axis_h, axis_w), phase)
-                target[...] = phase
+                _forward_nhwc(dout, _flipped_rows(w, G, taps_h, taps_w), None, phase_axes, into)
+            if into is not target:
+                target[...] = into
 
 
 def _flipped_rows(w: np.ndarray, G: int, taps_h: list[int], taps_w: list[int]) -> np.ndarray:
+    """The filters of the input-gradient convolution as right-hand matrices (G, m_h*m_w*K/G, C/G) (see
+    ``_weight_rows``)."""
+    return _weight_rows(_flipped_kernel(w, G, taps_h, taps_w), G)
+
+
+def _flipped_kernel(w: np.ndarray, G: int, taps_h: list[int], taps_w: list[int]) -> np.ndarray:
     """The filters of the input-gradient convolution: the given taps reversed, input and output channels
-    swapped, as right-hand matrices (G, m_h*m_w*K/G, C/G) (see ``_weight_rows``)."""
+    swapped, (C, K/G, m_h, m_w), contiguous."""
     K, Cg, kH, kW = w.shape
     by_group = w.reshape(G, K // G, Cg, kH, kW)
     # (G, K/G, C/G, m_h, m_w), taps reversed -> (C, K/G, m_h, m_w)
     flipped = by_group[:, :, :, taps_h[::-1]][:, :, :, :, taps_w[::-1]].transpose(0, 2, 1, 3, 4)
-    return _weight_rows(flipped.reshape(G * Cg, K // G, len(taps_h), len(taps_w)), G)
+    return np.ascontiguousarray(flipped.reshape(G * Cg, K // G, len(taps_h), len(taps_w)))
 
 
-def _phases(axis: WindowAxis, size: int) -> list[tuple[int, list[int], WindowAxis]]:
+def _gradient_phases(axis: WindowAxis, size: int) -> list[tuple[int, list[int], WindowAxis]]:
     """For each remainder r of input rows mod S: r, the taps reaching those rows, and the geometry
     of the stride-1 convolution over dout (size H_out) that yields rows r, r + S, ..."""
     S, D, F, P = axis.stride, axis.dilation, axis.kernel, axis.pad_lo
