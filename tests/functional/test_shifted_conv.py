@@ -536,6 +536,30 @@ def test_few_channels_take_the_shifted_path_where_the_compiled_tiles_cover_them(
 
 
 @needs_blas
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize(("channels", "filters", "shifted_with_tiles"), [(16, 32, True), (24, 48, True),
+                                                                          (16, 20, False)])
+def test_a_1x1_kernel_takes_the_shifted_path_where_the_compiled_tiles_compute_it(
+        channels: int, filters: int, shifted_with_tiles: bool, layout: str, dtype: type, engine: str,
+        spy: Spy) -> None:
+    """A 1x1 convolution is one matrix product: the im2col path reads the input's rows as its columns.
+    With the compiled tiles (whole vectors of filters, 8 channels or more) it takes the shifted path,
+    one tap, instead; both must give the naive loops' numbers."""
+    case = Case(3, channels, 6, 7, filters, (1, 1), 0)
+    x64, w64, b64, dout64 = make_arrays(case, seed=5)
+    x, w, b, dout = cast((x64, w64, b64, dout64), dtype, layout)
+    shifted_path = engine == "compiled" and shifted_with_tiles and compiled.tiles_enabled()
+    assert conv2d_forward(x, w, b)[1].path == ("shifted" if shifted_path else "nhwc")
+    spy.clear()
+    got = convolve(case, x, w, b, dout)
+    assert spy.backward == ([case.N] if shifted_path else []), "the shifted backward pass ran (or not)"
+    expected = (naive.conv2d_forward(x64, w64, b64), *naive.conv2d_backward(dout64, x64, w64))
+    for ours, theirs, what in zip(got, expected, ("out", "dx", "dw", "db"), strict=True):
+        assert_close(ours, theirs, dtype, what)
+
+
+@needs_blas
 @pytest.mark.parametrize("name", ["3x3-tiles", "3x3-tiles-48-no-bias", "3x3-tiles-valid"])
 def test_without_wide_vector_registers_the_blas_computes_the_tiled_cases(name: str, engine: str, spy: Spy,
                                                                          monkeypatch) -> None:

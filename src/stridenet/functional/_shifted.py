@@ -62,11 +62,14 @@ _ONES: dict[np.dtype, np.ndarray] = {}
 
 
 def applies(axes: Axes, groups: int, channels: int, filters: int, dtype: np.dtype) -> bool:
-    """Whether this module handles a convolution: stride 1, one group, a real window, padding within
-    D(k-1) on each side, a BLAS to call, and one image's working set within bounds."""
+    """Whether this module handles a convolution: stride 1, one group, a real window (or a 1x1 kernel where
+    the compiled tiles compute it: one tap, each block's products in registers), padding within D(k-1)
+    on each side, a BLAS to call, and one image's working set within bounds."""
     if groups != 1 or not _blas.available(dtype):
         return False
-    if any(a.stride != 1 or a.extra_hi for a in axes) or axes[0].kernel * axes[1].kernel == 1:
+    if any(a.stride != 1 or a.extra_hi for a in axes):
+        return False
+    if axes[0].kernel * axes[1].kernel == 1 and not tiled(axes, channels, filters, dtype):
         return False
     if any(not 0 <= pad <= a.dilation * (a.kernel - 1) for a in axes for pad in (a.pad_lo, a.pad_hi)):
         return False
