@@ -122,7 +122,7 @@ def test_tiled_products_in_several_panels_match_the_naive_loops(kernels, dtype: 
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("vectors", [1, 2, 3])
+@pytest.mark.parametrize("vectors", [1, 2, 3, 4, 5])   # spans of 3 (3 taps x 3 channels, or 8 channels), 2 + 2, 3 + 2
 @pytest.mark.parametrize(("channels", "kernel", "dilation"), [
     (8, (1, 5), (1, 1)), (12, (2, 2), (1, 1)), (33, (1, 1), (1, 1)),   # 8 channels of one tap (12, 33: overlap)
     (4, (3, 3), (1, 1)), (6, (2, 3), (2, 1)), (13, (3, 3), (1, 2)),    # 3 taps of a row x 4 channels
