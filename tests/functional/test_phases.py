@@ -23,7 +23,7 @@ import stridenet.functional._phases as phases
 import stridenet.functional.conv as conv
 from reference import naive
 from reference.gradcheck import rel_error
-from reference.layouts import channels_last
+from reference.layouts import cast
 from stridenet.functional import conv2d_backward, conv2d_forward, conv2d_relu_forward
 from stridenet.functional.geometry import pair, window_axes
 
@@ -77,17 +77,6 @@ def make_arrays(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
 
     return (draw((case.N, case.C, case.H, case.W)), draw((case.K, case.C, *case.kernel)),
             draw((case.K,)) if case.bias else None, draw(case.out_shape()))
-
-
-def cast(arrays, dtype: type, layout: str = "nchw") -> list[np.ndarray | None]:
-    cast_arrays = []
-    for a in arrays:
-        if a is not None:
-            a = a.astype(dtype)
-            if a.ndim == 4 and layout == "channels_last":
-                a = channels_last(a)
-        cast_arrays.append(a)
-    return cast_arrays
 
 
 def assert_close(ours: np.ndarray | None, expected: np.ndarray | None, dtype: type, what: str) -> None:

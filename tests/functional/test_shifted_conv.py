@@ -29,7 +29,7 @@ import stridenet.functional._parallel as parallel
 import stridenet.functional._shifted as shifted
 from reference import naive
 from reference.gradcheck import gradient_errors, rel_error
-from reference.layouts import channels_last
+from reference.layouts import cast
 from stridenet.functional import conv2d_backward, conv2d_forward, conv2d_relu_forward, relu_backward
 from stridenet.functional._layout import is_channels_last
 from stridenet.functional.conv import resolve_padding
@@ -139,18 +139,6 @@ def reference(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     pad, stride, dilation = explicit_padding(case), pair(case.stride, "s"), pair(case.dilation, "d")
     out = naive.conv2d_forward(x, w, b, stride, pad, dilation, case.groups)
     return (out, *naive.conv2d_backward(dout, x, w, stride, pad, dilation, case.groups))
-
-
-def cast(arrays: tuple[np.ndarray | None, ...], dtype: type, layout: str = "nchw") -> list[np.ndarray | None]:
-    """The arrays in ``dtype``; 4-d ones laid out channels-last if ``layout`` says so."""
-    result = []
-    for a in arrays:
-        if a is not None:
-            a = a.astype(dtype)
-            if a.ndim == 4 and layout == "channels_last":
-                a = channels_last(a)
-        result.append(a)
-    return result
 
 
 def convolve(case: Case, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, dout: np.ndarray,
