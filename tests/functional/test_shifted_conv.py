@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -194,12 +194,15 @@ def spy(monkeypatch) -> Spy:
         return bordered(name, values, *args, **kwargs)
 
     monkeypatch.setattr(shifted, "_bordered", recorded_block)
-    for name in ("forward_block", "backward_block"):   # the compiled engine: one call per block
+    counters: list[np.ndarray] = []   # kept, so that no two passes' counters share an id
+    for name in ("forward_blocks", "backward_blocks"):   # the compiled engine: one call per thread and pass
         original = getattr(compiled, name)
 
-        def recorded_compiled(x, *args, _original=original, **kwargs):
-            calls.blocks.append(x.shape[0])
-            return _original(x, *args, **kwargs)
+        def recorded_compiled(next_block, bounds, *args, _original=original, **kwargs):
+            if not any(counter is next_block for counter in counters):   # every thread gets the same blocks
+                counters.append(next_block)
+                calls.blocks.extend(np.diff(bounds).tolist())
+            return _original(next_block, bounds, *args, **kwargs)
 
         monkeypatch.setattr(compiled, name, recorded_compiled)
     return calls
@@ -328,32 +331,36 @@ def test_blocks_of_a_few_images_give_the_same_numbers(budget: str, dtype: type, 
         assert_close(ours, theirs, dtype, f"{what} vs naive")
 
 
-def _meet_once_per_thread(monkeypatch: pytest.MonkeyPatch, name: str) -> set[int]:
-    """Each thread's first call of ``_shifted.<name>`` waits for a second thread's: returns the threads seen.
+def _meet_once_per_thread(monkeypatch: pytest.MonkeyPatch, module: object, name: str,
+                          when: Callable[[tuple], bool] = lambda args: True) -> set[int]:
+    """Each thread's first call of ``module.<name>`` (for which ``when(args)``) waits for a second thread's:
+    returns the threads seen.
 
-    With two threads the call returns only once both have taken a range, so the split is certain
-    (an implementation that stopped splitting would fail here instead of passing quietly).
+    With two threads the call returns only once both have taken blocks, so the split is certain (an
+    implementation that stopped splitting would fail here instead of passing quietly).
     """
     both, seen = threading.Barrier(2), set()
-    inner = getattr(shifted, name)
+    inner = getattr(module, name)
 
-    def meet(x: np.ndarray, *args, **kwargs):
-        if threading.get_ident() not in seen:
+    def meet(*args, **kwargs):
+        if when(args) and threading.get_ident() not in seen:
             seen.add(threading.get_ident())
             both.wait(timeout=10)
-        return inner(x, *args, **kwargs)
+        return inner(*args, **kwargs)
 
-    monkeypatch.setattr(shifted, name, meet)
+    monkeypatch.setattr(module, name, meet)
     return seen
 
 
 @needs_blas
 @pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_a_batch_split_across_two_threads_gives_the_same_numbers(dtype: type, relu: bool, spy: Spy,
+def test_a_batch_split_across_two_threads_gives_the_same_numbers(dtype: type, relu: bool, spy: Spy, engine: str,
                                                                  monkeypatch) -> None:
     """Blocks of one image and no size threshold: the five images are shared out between two threads, and
-    every number is the one a single thread gives, to the bit."""
+    every number is the one a single thread gives, to the bit. (The compiled engine's threads take blocks
+    inside one compiled call each; the NumPy engine's blocks are tasks, each with one forward product and
+    one set of weight sums.)"""
     case = BLOCK_CASE
     x, w, b, dout = cast(make_arrays(case, seed=4), dtype, "channels_last")
 
@@ -369,7 +376,12 @@ def test_a_batch_split_across_two_threads_gives_the_same_numbers(dtype: type, re
         alone = run()
     assert spy.images() == (case.N, case.N)
     spy.clear()
-    threads = [_meet_once_per_thread(monkeypatch, name) for name in ("forward", "backward")]
+    if engine == "compiled":
+        threads = [_meet_once_per_thread(monkeypatch, compiled, name) for name in ("forward_blocks", "backward_blocks")]
+    else:
+        forward_products = lambda args: args[5] == "shifted_out"   # noqa: E731  (not the input gradient's)
+        threads = [_meet_once_per_thread(monkeypatch, shifted, "_sum_of_shifted", forward_products),
+                   _meet_once_per_thread(monkeypatch, shifted, "_weight_sums")]
     with parallel.num_threads(2):
         split = run()
     assert spy.images() == (case.N, case.N)

@@ -133,6 +133,38 @@ def forward_block(x: np.ndarray, grid: np.ndarray, grid_shape: tuple[int, int, i
                           _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
 
 
+def forward_blocks(next_block: np.ndarray, bounds: np.ndarray, x: np.ndarray, grid: np.ndarray,
+                   grid_shape: tuple[int, int, int], shifts: np.ndarray, matrices: np.ndarray | None,
+                   packed: np.ndarray, bias: np.ndarray | None, products: np.ndarray, out_size: tuple[int, int],
+                   out: np.ndarray, rectify: bool, positive: np.ndarray | None, pool: tuple[int, int] = (1, 1)) -> None:
+    """``forward_block`` for the blocks of images ``bounds[i]:bounds[i + 1]`` of the whole batch (x, out,
+    positive) that this thread takes from the shared counter ``next_block`` (int64, 0 at the start),
+    block after block inside one compiled call, until none is left; ``grid`` and ``products`` are this
+    thread's scratch arrays, sized for the largest block."""
+    kernels, dtype = _kernels(), out.dtype
+    kernels.forward_blocks(_routines()[dtype], next_block.ctypes.data, bounds, x, grid, *grid_shape, shifts,
+                           _or_empty(matrices, dtype, 3), packed, _or_empty(bias, dtype, 1), products, *out_size,
+                           out, rectify, _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
+
+
+def backward_blocks(next_block: np.ndarray, bounds: np.ndarray, x: np.ndarray, dout: np.ndarray,
+                    positive: np.ndarray | None, dx: np.ndarray | None,
+                    grids: tuple[np.ndarray, np.ndarray, np.ndarray], x_shape: tuple[int, int, int],
+                    dout_shape: tuple[int, int, int], same: bool, shifts: np.ndarray,
+                    kernel_w: int, dx_shifts: np.ndarray, dx_matrices: np.ndarray | None, dx_packed: np.ndarray,
+                    products: np.ndarray, rows: np.ndarray, tiled: bool, tap_sums: np.ndarray,
+                    db: np.ndarray) -> None:
+    """``backward_block`` for the blocks this thread takes, as ``forward_blocks``: x, dout (C-contiguous),
+    positive and dx of the whole batch; block i's weight-gradient sums into ``tap_sums[i]`` and its bias
+    gradient into ``db[i]`` ((blocks, K) zeros, or (blocks, 0) without bias); ``rows``: scratch for the
+    largest block's gradient rows where ``tiled`` (``weight_tiles_apply``)."""
+    kernels, dtype = _kernels(), x.dtype
+    kernels.backward_blocks(_routines()[dtype], next_block.ctypes.data, bounds, x, dout,
+                            _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4), *grids, *x_shape,
+                            *dout_shape, same, shifts, kernel_w, dx_shifts, _or_empty(dx_matrices, dtype, 3),
+                            dx_packed, products, rows, tiled, tap_sums, db, *_scalars(dtype))
+
+
 def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None, dx: np.ndarray | None,
                    grids: tuple[np.ndarray, np.ndarray, np.ndarray], x_shape: tuple[int, int, int],
                    dout_shape: tuple[int, int, int], same: bool, shifts: np.ndarray, kernel_w: int,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from stridenet.functional._tiled_products import VECTOR_BYTES, tile_product
+from stridenet.functional._tiled_products import VECTOR_BYTES, fetch_add, tile_product
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = np.int32(101), np.int32(111), np.int32(112)
 
@@ -508,6 +508,53 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
             on_grid = _address(grid_on_x)
         taps(gemm, _TRANS, C, K, count, _address(grid_x), C, shifts, C * size, on_grid, 0, K,
              _address(tap_sums), C * K * size, K, one, zero, False)
+
+
+@_jit
+def forward_blocks(gemm, next_block, bounds, x, grid, lead, width, rows_per_image, shifts, matrices, packed, bias,
+                   products, out_h, out_w, out, rectify, positive, pool_h, pool_w, one, zero):
+    """``forward_block`` for every block of images ``bounds[i]:bounds[i + 1]`` this thread takes: each takes
+    the next block not yet begun from the counter at ``next_block`` (shared by the threads, atomically),
+    until none is left. No Python runs between blocks, so a thread never waits for the GIL between them."""
+    masked = positive.size > 0
+    while True:
+        i = fetch_add(next_block, np.int64(1))
+        if i >= bounds.size - 1:
+            return
+        n0, n1 = bounds[i], bounds[i + 1]
+        mask = positive[n0:n1] if masked else positive
+        forward_block(gemm, x[n0:n1], grid, lead, width, rows_per_image, 1, 1, 0, 0, shifts, matrices, packed, bias,
+                      products, out_h, out_w, out[n0:n1], rectify, mask, pool_h, pool_w, one, zero)
+
+
+@_jit
+def backward_blocks(gemm, next_block, bounds, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width,
+                    x_rows, d_lead, d_width, d_rows, same, shifts, kernel_w, dx_shifts, dx_matrices, dx_packed,
+                    products, rows, tiled, tap_sums, db, one, zero):
+    """``backward_block`` for every block this thread takes, as ``forward_blocks``: block i's weight-gradient
+    sums into ``tap_sums[i]``, its bias gradient into ``db[i]`` (rows of zeros, or (blocks, 0) without
+    bias); ``rows`` scratch for the largest block's gradient rows where ``tiled``."""
+    masked, with_dx = positive.size > 0, dx.size > 0
+    K = dout.shape[3]
+    pixels = dout.shape[1] * dout.shape[2]
+    while True:
+        i = fetch_add(next_block, np.int64(1))
+        if i >= bounds.size - 1:
+            return
+        n0, n1 = bounds[i], bounds[i + 1]
+        B = n1 - n0
+        count = ((B - 1) * x_rows + dout.shape[1] - 1) * x_width + dout.shape[2]
+        dx_count = ((B - 1) * d_rows + x.shape[1] - 1) * d_width + x.shape[2]
+        block_rows = rows[:B * pixels] if tiled else rows
+        rows_ready = tiled and not masked
+        if rows_ready:
+            block_rows = dout[n0:n1].reshape(-1, K)
+        mask = positive[n0:n1] if masked else positive
+        block_dx = dx[n0:n1] if with_dx else dx
+        backward_block(gemm, x[n0:n1], dout[n0:n1], mask, block_dx, grid_x, grid_dout, grid_on_x, x_lead, x_width,
+                       x_rows, 1, 1, 0, 0,
+                       d_lead, d_width, d_rows, same, shifts, kernel_w, dx_shifts, dx_matrices, dx_packed, products,
+                       block_rows, rows_ready, tap_sums[i], count, dx_count, db[i], one, zero)
 
 
 @_jit

@@ -36,12 +36,13 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
 from stridenet.functional import _blas, _compiled, _im2col
-from stridenet.functional._layout import contiguous, scratch
+from stridenet.functional._layout import scratch
 from stridenet.functional._parallel import image_slices, run_parallel
 from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import WindowAxis
@@ -139,30 +140,36 @@ def even_blocks(N: int, per_block: int) -> list[slice]:
 def forward(x: np.ndarray, w: Filters, b: np.ndarray | None, axes: Axes, out: np.ndarray,
             rectify: bool = False, positive: np.ndarray | None = None, pool: tuple[int, int] = (1, 1)) -> None:
     """x (N, H, W, C) (any strides) convolved with the filters ``w`` (``filters``) -> out (N, H_out, W_out, K)
-    (contiguous).
+    (contiguous), the batch's blocks (``blocks``) shared out between the threads.
 
     The bias is written into the products' rows before the first tap, so the BLAS adds every tap
     onto it. With ``rectify`` each block goes through a ReLU while it is copied out of the products,
     and its mask of positive values into ``positive`` (as ``out``) unless that is None. With a
     ``pool`` window (kh, kw) other than (1, 1), ``out`` (N, H_out // kh, W_out // kw, K) receives the
     max of each tile of that size instead, pooled while the block is in cache (``positive`` None: for
-    inference). Each block is one compiled call where ``_compiled`` is available, else NumPy and BLAS calls.
+    inference). With ``_compiled`` available each thread is one compiled call that takes block after
+    block (``_compiled.forward_blocks``), else each block is a task of NumPy and BLAS calls.
     """
     K = out.shape[3]
     h, v = axes
     layout = _Layout.of(axes)
-    compiled = _compiled.available(x.dtype)
-    for block in blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False):
+    block_list = blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False)
+    if _compiled.available(x.dtype):
+        bounds, largest, next_block = _bounds(block_list)
+
+        def take_blocks(_: slice) -> None:
+            _compiled.forward_blocks(
+                next_block, bounds, x, _fresh_grid("grid_x", layout.pixels(largest), x.shape[3], x.dtype),
+                layout.extent, layout.shift_array(axes), w.matrices, w.packed, b,
+                scratch("shifted_out", (layout.at_start().pixels(largest), K), x.dtype), (h.out, v.out), out,
+                rectify, positive, pool)
+
+        run_parallel(take_blocks, _threads(block_list, x.size + out.size))
+        return
+
+    def one_block(block: slice) -> None:
         n0, n1 = block.start, block.stop
         mask = None if positive is None else positive[n0:n1]
-        if compiled:
-            B = n1 - n0
-            _compiled.forward_block(
-                x[n0:n1], _fresh_grid("grid_x", layout.pixels(B), x.shape[3], x.dtype), layout.extent,
-                layout.shift_array(axes), w.matrices, w.packed, b,
-                scratch("shifted_out", (layout.at_start().pixels(B), K), x.dtype),
-                (h.out, v.out), out[n0:n1], rectify, mask, pool)
-            continue
         grid = _bordered("grid_x", x[n0:n1], layout)
         valid = _sum_of_shifted(grid, layout, axes, w.matrices, n1 - n0, "shifted_out", b)
         dst = out[n0:n1]
@@ -172,49 +179,97 @@ def forward(x: np.ndarray, w: Filters, b: np.ndarray | None, axes: Axes, out: np
         if not rectify:
             if valid is not dst:
                 np.copyto(dst, valid)
-            continue
+            return
         np.maximum(valid, x.dtype.type(0), out=dst)
         if mask is not None:
             np.greater(dst, 0, out=mask)
+
+    _each_block(one_block, block_list, x.size + out.size)
 
 
 def backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | None, axes: Axes, sums: np.ndarray,
              has_bias: bool, dx: np.ndarray | None, positive: np.ndarray | None = None) -> np.ndarray | None:
     """Write ``dx`` (N, H, W, C) unless it is None, and each block's sums for ``dw`` into ``sums`` (blocks,
     kH*kW, C, K), one per block of ``blocks(N, ...)``; return the float64 ``db`` sums, or None without bias.
+    The blocks are shared out between the threads, as in ``forward``.
 
-    ``x`` (N, H, W, C) is the forward input and ``dout`` (N, H_out, W_out, K) its output's gradient (any strides),
-    ``dx_filters`` the input gradient's (``filters(w, axes, flip=True)``; None without ``dx``); with a
-    ReLU mask ``positive`` (as ``dout``), each block of ``dout`` is taken through the ReLU first. The
-    blocks' sums become ``dw`` in ``weight_gradient``, added up in block order whichever thread wrote them.
+    ``x`` (N, H, W, C) is the forward input and ``dout`` (N, H_out, W_out, K) its output's gradient (any
+    strides), ``dx_filters`` the input gradient's (``filters(w, axes, flip=True)``; None without ``dx``);
+    with a ReLU mask ``positive`` (as ``dout``), each block of ``dout`` is taken through the ReLU first.
+    The blocks' sums become ``dw`` in ``weight_gradient``, added up in block order whichever thread wrote
+    them; ``db`` is each block's float64 sum, added up in block order too.
     """
     N, C, K = x.shape[0], x.shape[3], dout.shape[3]
     h, v = axes
-    db = np.zeros(K, np.float64) if has_bias else None
+    block_list = blocks(N, axes, C, K, x.itemsize, backward=True)
     if _compiled.available(x.dtype):
-        _compiled_backward(x, dout, dx_filters, axes, sums, dx, positive, db)
-        return db
-    layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
-    for index, block in enumerate(blocks(N, axes, C, K, x.itemsize, backward=True)):
-        n0, n1 = block.start, block.stop
-        B = n1 - n0
-        count = layout.count(B, h.out, v.out)                         # grid pixels up to the last output
-        if dx is not None:
-            padded, bias_sums = _gradient_grid("grid_dout", dout[n0:n1], gradient_layout, positive, block)
-            np.copyto(dx[n0:n1], _sum_of_shifted(padded, gradient_layout, gradient_axes, dx_filters.matrices, B,
-                                                 "shifted_dx"))
-            if same:
-                on_grid = padded[gradient_layout.lead * gradient_layout.width:]
+        db_rows = _compiled_backward(x, dout, dx_filters, axes, sums, dx, positive, has_bias, block_list)
+    else:
+        layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
+        db_rows = np.zeros((len(block_list), K if has_bias else 0), np.float64)
+
+        def one_block(block: slice) -> None:
+            n0, n1 = block.start, block.stop
+            index = block_list.index(block)
+            B = n1 - n0
+            count = layout.count(B, h.out, v.out)                         # grid pixels up to the last output
+            if dx is not None:
+                padded, bias_sums = _gradient_grid("grid_dout", dout[n0:n1], gradient_layout, positive, block)
+                np.copyto(dx[n0:n1], _sum_of_shifted(padded, gradient_layout, gradient_axes, dx_filters.matrices,
+                                                     B, "shifted_dx"))
+                if same:
+                    on_grid = padded[gradient_layout.lead * gradient_layout.width:]
+                else:
+                    rectified = gradient_layout.images(padded, B, h.out, v.out)
+                    on_grid = _bordered("grid_dout_on_x", rectified, layout.at_start())
             else:
-                rectified = gradient_layout.images(padded, B, h.out, v.out)
-                on_grid = _bordered("grid_dout_on_x", rectified, layout.at_start())
-        else:
-            on_grid, bias_sums = _gradient_grid("grid_dout_on_x", dout[n0:n1], layout.at_start(), positive, block)
-        if db is not None:   # the grid holds the (rectified) gradient and zeros
-            db += _column_sums(on_grid, count) if bias_sums is None else bias_sums
-        grid = _bordered("grid_x", x[n0:n1], layout)
-        _weight_sums(grid, layout.shifts(axes), on_grid, count, sums[index])
+                on_grid, bias_sums = _gradient_grid("grid_dout_on_x", dout[n0:n1], layout.at_start(), positive,
+                                                    block)
+            if has_bias:   # the grid holds the (rectified) gradient and zeros
+                db_rows[index] = _column_sums(on_grid, count) if bias_sums is None else bias_sums
+            grid = _bordered("grid_x", x[n0:n1], layout)
+            _weight_sums(grid, layout.shifts(axes), on_grid, count, sums[index])
+
+        _each_block(one_block, block_list, x.size + dout.size)
+    if not has_bias:
+        return None
+    db = db_rows[0].copy()
+    for row in db_rows[1:]:
+        db += row
     return db
+
+
+def _contiguous(values: np.ndarray) -> np.ndarray:
+    """``values`` (N, ...) C-contiguous: itself, or a copy made by all the threads (an NCHW caller's gradient)."""
+    if values.flags.c_contiguous:
+        return values
+    copy = np.empty(values.shape, values.dtype)
+    run_parallel(lambda s: np.copyto(copy[s], values[s]), image_slices(values.shape[0], values.size))
+    return copy
+
+
+def _bounds(block_list: list[slice]) -> tuple[np.ndarray, int, np.ndarray]:
+    """The blocks' bounds (``bounds[i]:bounds[i + 1]``), the most images a block has, and the counter
+    from which the compiled threads take the next block (``_compiled.forward_blocks``)."""
+    bounds = np.array([block.start for block in block_list] + [block_list[-1].stop], np.int64)
+    return bounds, max(block.stop - block.start for block in block_list), np.zeros(1, np.int64)
+
+
+def _threads(block_list: list[slice], size: int) -> list[slice]:
+    """One task per thread that takes blocks (at most one per block), or one where the work (``size``
+    array elements) is not worth a hand-off."""
+    count = min(len(image_slices(len(block_list), size)), len(block_list))
+    return [slice(i, i + 1) for i in range(count)]
+
+
+def _each_block(task: Callable[[slice], None], block_list: list[slice], size: int) -> None:
+    """``task`` on every block: each a task for whichever thread is free, or all on this thread where the
+    work (``size`` array elements) is not worth a hand-off."""
+    if len(_threads(block_list, size)) <= 1:
+        for block in block_list:
+            task(block)
+    else:
+        run_parallel(task, block_list)
 
 
 def weight_sums(N: int, axes: Axes, channels: int, filters: int, dtype: np.dtype) -> np.ndarray:
@@ -245,36 +300,39 @@ def weight_gradient(sums: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | None, axes: Axes, sums: np.ndarray,
-                       dx: np.ndarray | None, positive: np.ndarray | None, db: np.ndarray | None) -> None:
-    """``backward`` with each block one compiled call (``_compiled.backward_block``): writes each block's
-    sums for ``dw`` and adds into ``db``."""
-    N, H, W, C = x.shape
-    K = dout.shape[3]
+                       dx: np.ndarray | None, positive: np.ndarray | None, has_bias: bool,
+                       block_list: list[slice]) -> np.ndarray:
+    """``backward`` with each thread one compiled call that takes block after block
+    (``_compiled.backward_blocks``): writes each block's sums for ``dw``; returns each block's ``db`` sums
+    (blocks, K) (or (blocks, 0) without bias)."""
+    C, K = x.shape[3], dout.shape[3]
     h, v = axes
     layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
     unused = np.empty((0, 0), x.dtype)
     dx_shifts = gradient_layout.shift_array(gradient_axes) if dx is not None else np.empty(0, np.int64)
     dx_matrices, dx_packed = (None, unused.reshape(0)) if dx_filters is None else dx_filters
-    for index, block in enumerate(blocks(N, axes, C, K, x.itemsize, backward=True)):
-        n0, n1 = block.start, block.stop
-        B = n1 - n0
-        count = layout.count(B, h.out, v.out)
-        tiled = _compiled.weight_tiles_apply(C, K, count, x.dtype, (h.kernel, v.kernel))
-        grids = (_fresh_grid("grid_x", layout.pixels(B), C, x.dtype),
-                 unused if dx is None else _fresh_grid("grid_dout", gradient_layout.pixels(B), K, x.dtype),
+    bounds, largest, next_block = _bounds(block_list)
+    tiled = _compiled.weight_tiles_apply(C, K, layout.count(1, h.out, v.out), x.dtype, (h.kernel, v.kernel))
+    # the compiled blocks read the gradient (and mask) block by block in place: contiguous, channels-last
+    dout = _contiguous(dout)
+    positive = None if positive is None else _contiguous(positive)
+    db_rows = np.zeros((len(block_list), K if has_bias else 0), np.float64)
+
+    def take_blocks(_: slice) -> None:
+        grids = (_fresh_grid("grid_x", layout.pixels(largest), C, x.dtype),
+                 unused if dx is None else _fresh_grid("grid_dout", gradient_layout.pixels(largest), K, x.dtype),
                  unused if tiled or (dx is not None and same) else
-                 _fresh_grid("grid_dout_on_x", layout.at_start().pixels(B), K, x.dtype))
-        products = unused if dx is None else scratch("shifted_dx", (gradient_layout.at_start().pixels(B), C), x.dtype)
-        block_dout = contiguous(dout[n0:n1], "dout_nhwc")   # a copy only where dout is not channels-last
-        block_mask = None if positive is None else contiguous(positive[n0:n1], "mask_nhwc")
-        rows_ready = tiled and positive is None   # the rows as they are
-        rows = block_dout.reshape(-1, K) if rows_ready else \
-            scratch("shifted_rows", (B * h.out * v.out, K), x.dtype) if tiled else unused
-        _compiled.backward_block(
-            x[n0:n1], block_dout, block_mask, None if dx is None else dx[n0:n1],
-            grids, layout.extent, gradient_layout.extent, same, layout.shift_array(axes), v.kernel, dx_shifts,
-            dx_matrices, dx_packed, products, rows, rows_ready, sums[index],
-            (count, gradient_layout.count(B, H, W)), db)
+                 _fresh_grid("grid_dout_on_x", layout.at_start().pixels(largest), K, x.dtype))
+        products = unused if dx is None else \
+            scratch("shifted_dx", (gradient_layout.at_start().pixels(largest), C), x.dtype)
+        rows = scratch("shifted_rows", (largest * h.out * v.out, K), x.dtype) if tiled else unused
+        _compiled.backward_blocks(
+            next_block, bounds, x, dout, positive, dx, grids, layout.extent, gradient_layout.extent, same,
+            layout.shift_array(axes), v.kernel, dx_shifts, dx_matrices, dx_packed, products, rows, tiled, sums,
+            db_rows)
+
+    run_parallel(take_blocks, _threads(block_list, x.size + dout.size))
+    return db_rows
 
 
 def _fresh_grid(name: str, pixels: int, channels: int, dtype: np.dtype) -> np.ndarray:

@@ -194,3 +194,17 @@ def _emit(builder: ir.IRBuilder, vectors: int, group_rows: int, groups: int, sin
     for r in range(rows):
         for v in range(vectors):
             store_vector(updated[r * vectors + v], out_base, out_offset(r, v))
+
+
+@intrinsic
+def fetch_add(typingctx: Any, address: Any, increment: Any) -> Any:
+    """Add ``increment`` to the int64 at ``address`` atomically and return the value it had: threads that
+    share such a counter each get a different value (the next block of images to work on)."""
+    if address != types.int64 or increment != types.int64:
+        return None
+
+    def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> Any:
+        pointer = builder.inttoptr(args[0], _I64.as_pointer())
+        return builder.atomic_rmw("add", pointer, args[1], "seq_cst")
+
+    return types.int64(types.int64, types.int64), codegen

@@ -172,10 +172,7 @@ def _forward_shifted(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: t
     """The shifted path's forward pass over the batch, x (N, H, W, C) -> out (channels-last), its blocks
     run in parallel: ``_shifted.forward``'s ReLU, mask and pool options, the filters' tap matrices
     (and their packing for the compiled tiles) made once for all blocks."""
-    filters = _shifted.filters(w, axes)
-    run_parallel(lambda s: _shifted.forward(x[s], filters, b, axes, out[s], rectify,
-                                            None if positive is None else positive[s], pool),
-                 _shifted_slices(x, out, axes, backward=False))
+    _shifted.forward(x, _shifted.filters(w, axes), b, axes, out, rectify, positive, pool)   # blocks in parallel
 
 
 def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | tuple[int, int],
@@ -279,31 +276,32 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     if positive is not None and positive.shape != dout.shape:
         raise ShapeError(f"expected a ReLU mask of shape {dout.shape} (the output's), received {positive.shape}")
     shifted, phased = path == "shifted", path == "phases"
-    if shifted or phased:   # (N, H_out, W_out, K) views: each block is made contiguous by the thread that works on it
+    if shifted or phased:   # (N, H_out, W_out, K) views, read block by block
         dout, mask = dout.transpose(0, 2, 3, 1), None if positive is None else positive.transpose(0, 2, 3, 1)
     else:
         dout, mask = to_nhwc(dout), None if positive is None else to_nhwc(positive)   # (N, H_out, W_out, K)
     dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
     dx_filters = _shifted.filters(w, axes, flip=True) if shifted and need_dx else None
     shared = need_dx and layout == "nhwc" and not shifted and _shares_columns(x, axes, G)
-    blocked = _phases if phased else _shifted if shifted else None   # the module that works in blocks
-    if blocked is None:
-        slices = _image_slices(x, dout)
-    else:   # one (kH*kW, C, K) array of sums per block; each range of images fills its own blocks'
-        slices = _block_slices(x, dout, blocked.blocks(N, axes, x.shape[3], K, x.itemsize, backward=True))
-        block_sums = blocked.weight_sums(N, axes, x.shape[3], K, x.dtype)
+    if shifted:   # the blocks shared out between the threads inside: one (kH*kW, C, K) array of sums per block
+        block_sums = _shifted.weight_sums(N, axes, x.shape[3], K, x.dtype)
+        db = _shifted.backward(x, dout, dx_filters, axes, block_sums, has_bias, dx, mask)
+        dw = _shifted.weight_gradient(block_sums, w)
+        return (None if dx is None else as_nchw(dx), dw, None if db is None else db.astype(w.dtype))
+    if phased:   # one array of sums per block; each range of images fills its own blocks'
+        slices = _block_slices(x, dout, _phases.blocks(N, axes, x.shape[3], K, x.itemsize, backward=True))
+        block_sums = _phases.weight_sums(N, axes, x.shape[3], K, x.dtype)
         own_blocks, first = {}, 0
         for s in slices:
-            count = blocked.block_count(s.stop - s.start, axes, x.shape[3], K, x.itemsize)
+            count = _phases.block_count(s.stop - s.start, axes, x.shape[3], K, x.itemsize)
             own_blocks[s.start], first = block_sums[first:first + count], first + count
+    else:
+        slices = _image_slices(x, dout)
 
     def part(s: slice) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Write dx of a range of images; return its float64 weight-gradient sums (None on the shifted
+        """Write dx of a range of images; return its float64 weight-gradient sums (None on the phases'
         path, which writes them into ``block_sums``) and bias sum (or None)."""
         d, m = dout[s], None if mask is None else mask[s]
-        if shifted:
-            return None, _shifted.backward(x[s], d, dx_filters, axes, own_blocks[s.start], has_bias,
-                                           None if dx is None else dx[s], m)
         if phased:
             return None, _phases.backward(x[s], d, axes, own_blocks[s.start], has_bias, m)
         if shared:
@@ -324,7 +322,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
         dout = np.ascontiguousarray(dout)   # each phase of dx reads it again
         run_parallel(lambda s: _input_grad_nhwc(dout[s], w, axes, G, dx[s]), _image_slices(x, dout))
     parts = run_parallel(part, slices)
-    if blocked is not None:
+    if phased:
         dw, db = _shifted.weight_gradient(block_sums, w), None
     else:
         dw, db = _weight_grads(total([p[0] for p in parts]), w, G, "shared" if shared else layout, has_bias)
@@ -354,11 +352,6 @@ def _weight_grads(sums: np.ndarray, w: np.ndarray, G: int, form: str,
 def _image_slices(x: np.ndarray, y: np.ndarray) -> list[slice]:
     """The image ranges a convolution runs in parallel (see ``_parallel``): input and output sizes count."""
     return image_slices(x.shape[0], x.size + y.size)
-
-
-def _shifted_slices(x: np.ndarray, y: np.ndarray, axes: tuple[WindowAxis, WindowAxis], backward: bool) -> list[slice]:
-    """The shifted-product path's tasks (``_block_slices`` of ``_shifted.blocks``)."""
-    return _block_slices(x, y, _shifted.blocks(x.shape[0], axes, x.shape[3], y.shape[3], x.itemsize, backward))
 
 
 def _block_slices(x: np.ndarray, y: np.ndarray, blocks: list[slice]) -> list[slice]:
