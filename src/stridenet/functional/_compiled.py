@@ -5,8 +5,10 @@ Every NumPy operation on a large array and every BLAS call through ctypes lets g
 takes it back when it returns. A block of ``_shifted``'s pure-NumPy path makes a few dozen such calls,
 and with two threads at work, a thread coming back from one often finds the other holding the GIL
 and waits (measured on the reference CNN: 8% of the forward tasks' time, 14% of the backward's). With
-numba installed (``pip install 'stridenet[fast]'``), each block is a single call of a compiled function
-that holds no GIL from start to end: it lays the block out on its zero-padded grid, computes the
+numba installed (``pip install 'stridenet[fast]'``), each block is compiled work that holds no GIL
+from start to end, and each thread takes block after block inside one compiled call
+(``forward_blocks``, ``backward_blocks``: a thread waiting for the GIL between blocks slept 0.3 ms or
+more on a virtual machine): a block is laid out on its zero-padded grid, the work computes the
 products (its own register-tiled kernels, below, or the BLAS's ``gemm`` for every tap through the
 routine's address, the one ``_blas`` found), and does the element-wise work (bias, ReLU and its mask,
 copying out, the bias gradient) in the same loops, one pass where the NumPy path needs several.

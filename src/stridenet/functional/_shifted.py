@@ -26,9 +26,10 @@ The backward pass is the same trick twice:
 
 Used for channels-last inputs, one group, stride 1 and padding at most D(k-1) on each side, when
 NumPy's BLAS is reachable (``_blas``); ``conv.py`` keeps its im2col path for everything else. Each
-block is a handful of NumPy and BLAS calls here or, with numba installed, one compiled call that
-does the same work without the GIL, its products those of register-tiled kernels rather than the
-BLAS's where the shapes allow (``_compiled``, ``_tiled_products``).
+block is a handful of NumPy and BLAS calls here, a task for whichever thread is free, or, with numba
+installed, compiled work without the GIL, its products those of register-tiled kernels rather than
+the BLAS's where the shapes allow (``_compiled``, ``_tiled_products``): each thread then makes one
+compiled call that takes block after block from a counter the threads share.
 """
 
 from __future__ import annotations
