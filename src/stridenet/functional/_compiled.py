@@ -281,5 +281,10 @@ def _kernels() -> Any:
                           "convolutions run on NumPy alone", RuntimeWarning, stacklevel=2)
             _state["kernels"] = False
         else:
+            # The BLAS routine is handed down to the compiled kernels as a first-class function, which
+            # numba calls experimental and says so once per compilation: the only warning we silence.
+            from numba.core.errors import NumbaExperimentalFeatureWarning
+            warnings.filterwarnings("ignore", "First-class function type feature is experimental",
+                                    NumbaExperimentalFeatureWarning)
             _state["kernels"] = kernels
     return _state["kernels"] or None
