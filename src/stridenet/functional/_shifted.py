@@ -208,10 +208,11 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | None, axes: 
     else:
         layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
         db_rows = np.zeros((len(block_list), K if has_bias else 0), np.float64)
+        index_of = {block.start: index for index, block in enumerate(block_list)}
 
         def one_block(block: slice) -> None:
             n0, n1 = block.start, block.stop
-            index = block_list.index(block)
+            index = index_of[n0]
             B = n1 - n0
             count = layout.count(B, h.out, v.out)                         # grid pixels up to the last output
             if dx is not None:
@@ -278,11 +279,6 @@ def weight_sums(N: int, axes: Axes, channels: int, filters: int, dtype: np.dtype
     per block (a reused scratch array: no page faults from the second call on)."""
     count = len(blocks(N, axes, channels, filters, np.dtype(dtype).itemsize, backward=True))
     return scratch("shifted_dw", (count, axes[0].kernel * axes[1].kernel, channels, filters), dtype)
-
-
-def block_count(N: int, axes: Axes, channels: int, filters: int, itemsize: int) -> int:
-    """How many of ``weight_sums``' arrays ``backward`` fills for ``N`` images."""
-    return len(blocks(N, axes, channels, filters, itemsize, backward=True))
 
 
 def weight_gradient(sums: np.ndarray, w: np.ndarray) -> np.ndarray:
