@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 # Work below this many array elements stays on the calling thread: a hand-off costs tens of microseconds.
@@ -137,6 +139,16 @@ def run_parallel(task: Callable[[slice], T], slices: Sequence[slice]) -> list[T]
         if error is not None:
             raise error
     return results
+
+
+def contiguous_copy(values: np.ndarray) -> np.ndarray:
+    """``values`` (N, ...) C-contiguous: itself, or a copy made by all the threads, a range of images each
+    (an NCHW caller's gradient seen channels-last)."""
+    if values.flags.c_contiguous:
+        return values
+    copy = np.empty(values.shape, values.dtype)
+    run_parallel(lambda s: np.copyto(copy[s], values[s]), image_slices(values.shape[0], values.size))
+    return copy
 
 
 def total(parts: Sequence[Any]) -> Any:

@@ -44,7 +44,7 @@ import numpy as np
 
 from stridenet.functional import _blas, _compiled, _im2col
 from stridenet.functional._layout import scratch
-from stridenet.functional._parallel import image_slices, run_parallel
+from stridenet.functional._parallel import contiguous_copy, image_slices, run_parallel
 from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import WindowAxis
 from stridenet.functional.pool import max_pool2d_into
@@ -241,15 +241,6 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | None, axes: 
     return db
 
 
-def _contiguous(values: np.ndarray) -> np.ndarray:
-    """``values`` (N, ...) C-contiguous: itself, or a copy made by all the threads (an NCHW caller's gradient)."""
-    if values.flags.c_contiguous:
-        return values
-    copy = np.empty(values.shape, values.dtype)
-    run_parallel(lambda s: np.copyto(copy[s], values[s]), image_slices(values.shape[0], values.size))
-    return copy
-
-
 def _bounds(block_list: list[slice]) -> tuple[np.ndarray, int, np.ndarray]:
     """The blocks' bounds (``bounds[i]:bounds[i + 1]``), the most images a block has, and the counter
     from which the compiled threads take the next block (``_compiled.forward_blocks``)."""
@@ -311,8 +302,8 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | No
     bounds, largest, next_block = _bounds(block_list)
     tiled = _compiled.weight_tiles_apply(C, K, layout.count(1, h.out, v.out), x.dtype, (h.kernel, v.kernel))
     # the compiled blocks read the gradient (and mask) block by block in place: contiguous, channels-last
-    dout = _contiguous(dout)
-    positive = None if positive is None else _contiguous(positive)
+    dout = contiguous_copy(dout)
+    positive = None if positive is None else contiguous_copy(positive)
     db_rows = np.zeros((len(block_list), K if has_bias else 0), np.float64)
 
     def take_blocks(_: slice) -> None:

@@ -36,7 +36,7 @@ from stridenet.errors import ShapeError
 from stridenet.functional import _phases, _shifted
 from stridenet.functional._im2col import blocks, col2im_cm, im2col_cm, im2col_nhwc, pad
 from stridenet.functional._layout import as_nchw, scratch, to_nhwc
-from stridenet.functional._parallel import image_slices, run_parallel, total
+from stridenet.functional._parallel import contiguous_copy, image_slices, run_parallel, total
 from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import (
     Padding2d,
@@ -319,7 +319,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     if phased and dx is not None:   # dx as on the im2col path, over ranges of images (not the phases' blocks)
         if mask is not None:          # the gradient through the ReLU once, for both gradients
             dout, mask = through_relu(dout, mask, np.empty(dout.shape, dout.dtype)), None
-        dout = np.ascontiguousarray(dout)   # each phase of dx reads it again
+        dout = contiguous_copy(dout)   # each phase of dx reads it again
         run_parallel(lambda s: _input_grad_nhwc(dout[s], w, axes, G, dx[s]), _image_slices(x, dout))
     parts = run_parallel(part, slices)
     if phased:
