@@ -10,6 +10,7 @@ the phases' layout itself, and the geometries and engines that must not take thi
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import NamedTuple
 
@@ -170,40 +171,46 @@ def test_fused_relu_and_its_mask(name: str, dtype: type, tiles, calls) -> None:
     assert calls["forward"] and calls["backward"]
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_blocks_and_two_threads_give_the_same_numbers(dtype: type, tiles, calls, monkeypatch) -> None:
-    """A budget of two images a block (their phases of C values a pixel and their K outputs): four blocks
-    of 1, 1, 1 and 2 images, shared by two threads, the same bits as one thread, and the whole batch's
-    numbers to rounding."""
+def test_blocks_and_two_threads_give_the_same_numbers(dtype: type, relu: bool, tiles, calls, monkeypatch) -> None:
+    """A budget of two images a block: four blocks of 1, 1, 1 and 2 images (on grids laid out for two:
+    the phases of a block of one lie as far apart as a block of two's), shared by two threads, the same
+    bits as one thread, and the whole batch's numbers to rounding; with and without the fused ReLU."""
     case = Case(5, 8, 9, 9, 16, (3, 3), 2, 1)
     x, w, b, dout = cast(make_arrays(case, seed=2), dtype, "channels_last")
-    whole = convolve(case, x, w, b, dout)
+
+    def run() -> list[np.ndarray]:
+        if not relu:
+            return list(convolve(case, x, w, b, dout))
+        out, cache, mask = conv2d_relu_forward(x, w, b, case.stride, case.padding)
+        return [out, mask, *conv2d_backward(dout, cache, positive=mask)]
+
+    whole = run()
     assert calls["forward"] == [case.N] and calls["backward"] == [case.N], "by default one block"
-    layout = phases._PhaseLayout.of(axes_of(case))
-    per_image = (layout.pixels(1) * case.C + layout.rows_per_image * layout.width * case.K) * x.itemsize
-    monkeypatch.setattr(im2col, "COLS_BUDGET", 2 * per_image)
+    monkeypatch.setattr(im2col, "COLS_BUDGET", 2 * phases._image_bytes(axes_of(case), case.C, case.K, x.itemsize))
     monkeypatch.setattr(parallel, "MIN_PARALLEL_SIZE", 0)
-    for backward in (False, True):
-        blocks = phases.blocks(case.N, axes_of(case), case.C, case.K, x.itemsize, backward)
-        assert [s.stop - s.start for s in blocks] == [1, 1, 1, 2]
+    blocks = phases.blocks(case.N, axes_of(case), case.C, case.K, x.itemsize)
+    assert [s.stop - s.start for s in blocks] == [1, 1, 1, 2]
     with parallel.num_threads(1):
-        alone = convolve(case, x, w, b, dout)
-    threads, both = set(), threading.Barrier(2)
-    inner = phases.backward
+        alone = run()
+    threads = {name: set() for name in ("forward_blocks", "backward_blocks")}
+    both = {name: threading.Barrier(2) for name in threads}
+    inner = {name: getattr(compiled, name) for name in threads}
+    for name in threads:   # each thread's call waits for the other's: the split is certain
+        def meet(*args, _name=name, **kwargs):
+            threads[_name].add(threading.get_ident())
+            both[_name].wait(timeout=10)
+            return inner[_name](*args, **kwargs)
 
-    def meet(*args, **kwargs):   # each thread's first block waits for the other's: the split is certain
-        if threading.get_ident() not in threads:
-            threads.add(threading.get_ident())
-            both.wait(timeout=10)
-        return inner(*args, **kwargs)
-
-    monkeypatch.setattr(phases, "backward", meet)
+        monkeypatch.setattr(compiled, name, meet)
     with parallel.num_threads(2):
-        split = convolve(case, x, w, b, dout)
-    assert len(threads) == 2, "both threads took blocks"
-    for ours, theirs, solo, what in zip(split, alone, whole, ("out", "dx", "dw", "db"), strict=True):
-        np.testing.assert_array_equal(ours, theirs, err_msg=f"{what}: two threads vs one")
-        assert_close(ours, solo, dtype, f"{what}: blocks vs the whole batch")
+        split = run()
+    assert [len(seen) for seen in threads.values()] == [2, 2], "both threads took blocks"
+    for ours, theirs, solo in zip(split, alone, whole, strict=True):
+        np.testing.assert_array_equal(ours, theirs, err_msg="two threads vs one")
+        assert_close(ours, solo, dtype, "blocks vs the whole batch") if ours.dtype != bool else \
+            np.testing.assert_array_equal(ours, solo)
 
 
 @pytest.mark.parametrize("stride", [(2, 2), (3, 2), (2, 1)])
@@ -215,7 +222,7 @@ def test_the_phases_hold_every_strided_row_and_column_of_the_padded_images(kerne
     x = np.random.default_rng(0).standard_normal((B, H, W, C)).astype(np.float32)
     (sh, sw), (top, left) = stride, pads
     grid = np.full((sh * sw * B * rows * width, C), np.nan, np.float32)
-    kernels.lay_out_phases(x, grid, sh, sw, top, left, width, rows, np.float32(0))
+    kernels.lay_out_phases(x, grid, sh, sw, top, left, width, rows, B * rows * width, np.float32(0))
     padded = np.zeros((B, rows * sh + top + H, width * sw + left + W, C), np.float32)
     padded[:, top:top + H, left:left + W] = x
     expected = [padded[:, a::sh, c::sw][:, :rows, :width] for a in range(sh) for c in range(sw)]
@@ -248,3 +255,24 @@ def test_the_numpy_engine_keeps_the_im2col_path(monkeypatch) -> None:
     monkeypatch.setenv("STRIDENET_NUMBA", "0")
     axes = window_axes((2, 8, 12, 12), (3, 3), (2, 2), (1, 1), ((1, 1), (1, 1)))
     assert not phases.applies(axes, 1, 8, 16, np.dtype(np.float32))
+
+
+def test_every_phase_of_the_input_gradient_fits_one_grid() -> None:
+    """What the compiled input gradient relies on, over every small geometry (paddings up to k + 1): on the
+    output gradient's grid (``_gradient_geometry``), each phase's outputs fit within an image's rows and
+    columns, and each tap of each phase reads inside the grid, before the next image's rows."""
+    for size, k, stride in itertools.product(range(1, 16), range(1, 7), range(2, 5)):
+        for pad_lo, pad_hi in itertools.product(range(k + 2), repeat=2):
+            if size + pad_lo + pad_hi < k:
+                continue
+            axes = window_axes((1, 8, size, size + 1), (k, k), (stride, stride), (1, 1),
+                               ((pad_lo, pad_hi), (pad_hi, pad_lo)))
+            layout, phases_h, phases_w = phases._gradient_geometry(axes)
+            for (_, taps_h, a), (_, taps_w, b) in itertools.product(phases_h, phases_w):
+                if not (taps_h and taps_w):
+                    continue
+                assert a.out <= layout.rows_per_image and b.out <= layout.width
+                shifts = layout.shifts((a, b))
+                last = (a.out - 1) * layout.width + b.out - 1   # the first image's last output
+                assert min(shifts) >= 0, "a tap reads before the grid"
+                assert last + max(shifts) < layout.pixels(1), "a tap reads past the image's rows"

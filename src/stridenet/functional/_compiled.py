@@ -14,7 +14,7 @@ routine's address, the one ``_blas`` found), and does the element-wise work (bia
 copying out, the bias gradient) in the same loops, one pass where the NumPy path needs several.
 
 The same module pools: ``max_pool_tiled_forward``/``backward`` for windows that tile a channels-last
-input (one pass each way instead of NumPy's several), and ``forward_block`` with a ``pool`` window,
+input (one pass each way instead of NumPy's several), and ``forward_blocks`` with a ``pool`` window,
 which the fused inference pass (``conv.conv2d_relu_pool_forward``) uses to write only pooled values.
 
 Where the shapes allow, the products are not the BLAS's but register-tiled kernels of this package's own
@@ -45,7 +45,7 @@ import ctypes
 import importlib
 import os
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,8 +53,9 @@ from stridenet.functional import _blas
 
 _state: dict[str, Any] = {"kernels": None, "routines": None, "tiles": None}
 
-# A stride-1 grid: (stride_h, stride_w, pad_top, pad_left) of ``forward_block``'s and ``backward_block``'s phases.
-_NO_PHASES = (1, 1, 0, 0)
+# A stride-1 grid: (stride_h, stride_w, pad_top, pad_left, phase_pixels) of ``forward_blocks``' and
+# ``backward_blocks``' phases.
+STRIDE_1 = (1, 1, 0, 0, 0)
 
 
 def available(dtype: np.dtype) -> bool:
@@ -81,8 +82,8 @@ def tiles_enabled() -> bool:
 def pack_filters(w: np.ndarray, flip: bool, widest: int) -> np.ndarray:
     """Filters ``w`` (K, C, kH, kW) laid out for the tiled products, once per pass: the tap matrices of
     the forward pass or, with ``flip``, of the input gradient, in spans of up to ``widest`` vectors
-    (``widest_span`` of the products' layout), as ``forward_block``'s ``packed`` (and ``backward_block``'s
-    ``dx_packed``) take them; empty where the tiles do not run (``tiles_enabled``), so the blocks call
+    (``widest_span`` of the products' layout), as ``forward_blocks``' ``packed`` (and ``InputGradient``'s
+    ``packed``) take them; empty where the tiles do not run (``tiles_enabled``), so the blocks call
     the BLAS instead."""
     return _kernels().pack_filters(w, flip, widest) if tiles_enabled() else np.empty(0, w.dtype)
 
@@ -107,90 +108,83 @@ def tiles_cover(channels: int, filters: int, kernel: tuple[int, int], dtype: np.
 
 
 def weight_tiles_apply(channels: int, filters: int, count: int, dtype: np.dtype, kernel: tuple[int, int]) -> bool:
-    """Whether ``backward_block`` computes the weight gradient with tiles (from the output gradient's
+    """Whether ``backward_blocks`` computes the weight gradient with tiles (from the output gradient's
     rows) for ``channels`` in, ``filters`` out, ``count`` grid pixels and a (kH, kW) ``kernel``."""
     return tiles_enabled() and _kernels().weight_tiles_apply(channels, filters, count, np.dtype(dtype).itemsize,
                                                              *kernel)
 
 
-def forward_block(x: np.ndarray, grid: np.ndarray, grid_shape: tuple[int, int, int], shifts: np.ndarray,
-                  matrices: np.ndarray | None, packed: np.ndarray, bias: np.ndarray | None, products: np.ndarray,
-                  out_size: tuple[int, int], out: np.ndarray, rectify: bool, positive: np.ndarray | None,
-                  pool: tuple[int, int] = (1, 1), phases: tuple[int, int, int, int] = _NO_PHASES) -> None:
-    """One block of ``_shifted.forward``: x (B, H, W, C) -> out (B, H_out, W_out, K), rectified if
-    ``rectify``, its mask of positive values into ``positive`` unless None; with a ``pool`` window
-    (kh, kw) other than (1, 1), out is instead the max of each tile of that size, (B, H_out // kh,
-    W_out // kw, K) (``positive`` must then be None: for inference).
-
-    ``grid`` (pixels, C) and ``products`` (pixels, K) are scratch arrays, ``grid_shape`` the layout's
-    (lead, width, rows_per_image), ``shifts`` the taps' shifts (int64), ``out_size`` the convolution's
-    (H_out, W_out) (before pooling); ``packed``: ``pack_filters``' layout of the filters for the tiles, or
-    empty for the BLAS's products; ``matrices``: the taps' (C, K) matrices for the BLAS, None where the
-    tiles compute the block. ``phases`` (stride_h, stride_w, pad_top, pad_left): for a strided convolution,
-    ``grid`` holds the input's stride phases (``_phases``; lead 0), and ``shifts`` reach into them.
-    """
-    kernels, dtype = _kernels(), out.dtype
-    kernels.forward_block(_routines()[dtype], x, grid, *grid_shape, *phases, shifts, _or_empty(matrices, dtype, 3),
-                          packed, _or_empty(bias, dtype, 1), products, *out_size, out, rectify,
-                          _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
-
-
 def forward_blocks(next_block: np.ndarray, bounds: np.ndarray, x: np.ndarray, grid: np.ndarray,
                    grid_shape: tuple[int, int, int], shifts: np.ndarray, matrices: np.ndarray | None,
                    packed: np.ndarray, bias: np.ndarray | None, products: np.ndarray, out_size: tuple[int, int],
-                   out: np.ndarray, rectify: bool, positive: np.ndarray | None, pool: tuple[int, int] = (1, 1)) -> None:
-    """``forward_block`` for the blocks of images ``bounds[i]:bounds[i + 1]`` of the whole batch (x, out,
-    positive) that this thread takes from the shared counter ``next_block`` (int64, 0 at the start),
-    block after block inside one compiled call, until none is left; ``grid`` and ``products`` are this
-    thread's scratch arrays, sized for the largest block."""
+                   out: np.ndarray, rectify: bool, positive: np.ndarray | None, pool: tuple[int, int] = (1, 1),
+                   phases: tuple[int, int, int, int, int] = STRIDE_1) -> None:
+    """The forward pass of the blocks of images ``bounds[i]:bounds[i + 1]`` of the batch x (N, H, W, C) ->
+    out (N, H_out, W_out, K) that this thread takes from the shared counter ``next_block`` (int64, 0 at
+    the start), block after block inside one compiled call, until none is left. Rectified if
+    ``rectify``, the mask of positive values into ``positive`` unless None; with a ``pool`` window
+    (kh, kw) other than (1, 1), out is instead the max of each tile of that size, (N, H_out // kh,
+    W_out // kw, K) (``positive`` must then be None: for inference).
+
+    ``grid`` (pixels, C) and ``products`` (pixels, K) are this thread's scratch arrays, sized for the
+    largest block; ``grid_shape`` the layout's (lead, width, rows_per_image), ``shifts`` the taps'
+    shifts (int64), ``out_size`` the convolution's (H_out, W_out) (before pooling); ``packed``:
+    ``pack_filters``' layout of the filters for the tiles, or empty for the BLAS's products;
+    ``matrices``: the taps' (C, K) matrices for the BLAS, None where the tiles compute every block.
+    ``phases`` (stride_h, stride_w, pad_top, pad_left, phase_pixels): for a strided convolution, each
+    block's ``grid`` holds its input's stride phases, ``phase_pixels`` apart (``_phases``; lead 0), and
+    ``shifts`` reach into them.
+    """
     kernels, dtype = _kernels(), out.dtype
-    kernels.forward_blocks(_routines()[dtype], next_block.ctypes.data, bounds, x, grid, *grid_shape, shifts,
+    kernels.forward_blocks(_routines()[dtype], next_block.ctypes.data, bounds, x, grid, *grid_shape, *phases, shifts,
                            _or_empty(matrices, dtype, 3), packed, _or_empty(bias, dtype, 1), products, *out_size,
                            out, rectify, _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
+
+
+class InputGradient(NamedTuple):
+    """The input gradient's convolutions, as ``backward_blocks`` takes them: the output gradient's grid
+    (lead, width, rows_per_image), and one stride-1 convolution over it per phase of the input (one
+    for stride 1): ``phases`` (P, 8) int64 rows (r_h, r_w, out_h, out_w, first tap, taps, first packed
+    value, packed values), writing ``dx[:, r_h::stride_h, r_w::stride_w]`` ((out_h, out_w) of it;
+    no taps: zeros); the taps' ``shifts`` on the grid and their filters, ``matrices`` (taps, K, C) for
+    the BLAS (None where the tiles compute every block) and ``packed`` for the tiles, phase after phase."""
+
+    grid_shape: tuple[int, int, int]
+    phases: np.ndarray
+    shifts: np.ndarray
+    matrices: np.ndarray | None
+    packed: np.ndarray
 
 
 def backward_blocks(next_block: np.ndarray, bounds: np.ndarray, x: np.ndarray, dout: np.ndarray,
                     positive: np.ndarray | None, dx: np.ndarray | None,
                     grids: tuple[np.ndarray, np.ndarray, np.ndarray], x_shape: tuple[int, int, int],
-                    dout_shape: tuple[int, int, int], same: bool, shifts: np.ndarray,
-                    kernel_w: int, dx_shifts: np.ndarray, dx_matrices: np.ndarray | None, dx_packed: np.ndarray,
-                    products: np.ndarray, rows: np.ndarray, tiled: bool, tap_sums: np.ndarray,
-                    db: np.ndarray) -> None:
-    """``backward_block`` for the blocks this thread takes, as ``forward_blocks``: x, dout (C-contiguous),
-    positive and dx of the whole batch; block i's weight-gradient sums into ``tap_sums[i]`` and its bias
-    gradient into ``db[i]`` ((blocks, K) zeros, or (blocks, 0) without bias); ``rows``: scratch for the
-    largest block's gradient rows where ``tiled`` (``weight_tiles_apply``)."""
-    kernels, dtype = _kernels(), x.dtype
-    kernels.backward_blocks(_routines()[dtype], next_block.ctypes.data, bounds, x, dout,
-                            _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4), *grids, *x_shape,
-                            *dout_shape, same, shifts, kernel_w, dx_shifts, _or_empty(dx_matrices, dtype, 3),
-                            dx_packed, products, rows, tiled, tap_sums, db, *_scalars(dtype))
+                    gradient: InputGradient | None, same: bool, shifts: np.ndarray, kernel_w: int,
+                    products: np.ndarray, rows: np.ndarray, tiled: bool, tap_sums: np.ndarray, db: np.ndarray,
+                    phases: tuple[int, int, int, int, int] = STRIDE_1) -> None:
+    """The backward pass of the blocks this thread takes, as ``forward_blocks``: x, dout (C-contiguous),
+    positive and dx (N, H, W, C) of the whole batch; ``dx`` written unless None, block i's weight-gradient
+    sums into ``tap_sums[i]`` (taps, C, K) and its bias gradient into ``db[i]`` ((blocks, K) zeros, or
+    (blocks, 0) without bias); ``dout`` taken through the ReLU mask ``positive`` unless None.
 
-
-def backward_block(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None, dx: np.ndarray | None,
-                   grids: tuple[np.ndarray, np.ndarray, np.ndarray], x_shape: tuple[int, int, int],
-                   dout_shape: tuple[int, int, int], same: bool, shifts: np.ndarray, kernel_w: int,
-                   dx_shifts: np.ndarray, dx_matrices: np.ndarray | None, dx_packed: np.ndarray, products: np.ndarray,
-                   rows: np.ndarray, rows_ready: bool, tap_sums: np.ndarray, counts: tuple[int, int],
-                   db: np.ndarray | None, phases: tuple[int, int, int, int] = _NO_PHASES) -> None:
-    """One block of ``_shifted.backward``: write ``dx`` (B, H, W, C) unless None, the block's weight-gradient
-    sums into ``tap_sums`` (taps, C, K), and add to ``db`` (K,) unless None.
-
-    ``grids``: scratch arrays for the input's grid, the output gradient's padded grid (for ``dx``) and
-    the output gradient on the input's grid; ``x_shape``/``dout_shape`` those layouts' (lead, width,
-    rows_per_image); ``same``: the padded gradient lies on the input's grid; ``shifts``: the taps' (in
-    row-major order, ``kernel_w`` a kernel row); ``counts``: grid pixels to compute for ``dw`` and for
-    ``dx``; ``dx_packed``/``dx_matrices``: the input gradient's filters as ``forward_block``'s. Where
-    ``weight_tiles_apply``, ``rows`` is scratch for the output gradient as (B * H_out * W_out, K) rows (or, with
-    ``rows_ready``, those rows already: ``dout`` itself, unmasked), and the third grid is unused; elsewhere
-    ``rows`` is empty, and the third grid unused where ``same``. ``phases``: as ``forward_block``'s (then
-    without ``dx``, and ``kernel_w`` 1: the taps are not evenly spaced along the grid's rows).
+    ``grids``: this thread's scratch for the input's grid (``x_shape``: its (lead, width,
+    rows_per_image); ``phases`` as ``forward_blocks``'), the output gradient's padded grid for ``dx``
+    (``gradient``, None without ``dx``) and the output gradient on the input's grid; ``same``: the padded
+    gradient lies on the input's grid; ``shifts``: the weight gradient's taps (in row-major order,
+    ``kernel_w`` a kernel row; 1 where the taps are not evenly spaced along the grid's rows);
+    ``products``: scratch for a phase of the input gradient. Where ``tiled`` (``weight_tiles_apply``),
+    ``rows`` is scratch for the largest block's output gradient as (B * H_out * W_out, K) rows and the
+    third grid is unused; elsewhere ``rows`` is empty, and the third grid unused where ``same``.
     """
     kernels, dtype = _kernels(), x.dtype
-    kernels.backward_block(_routines()[dtype], x, dout, _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4),
-                           *grids, *x_shape, *phases, *dout_shape, same, shifts, kernel_w, dx_shifts,
-                           _or_empty(dx_matrices, dtype, 3), dx_packed, products, rows, rows_ready, tap_sums,
-                           *counts, _or_empty(db, np.float64, 1), *_scalars(dtype))
+    if gradient is None:
+        empty = np.empty(0, dtype)
+        gradient = InputGradient((0, 0, 0), np.empty((0, 8), np.int64), np.empty(0, np.int64), None, empty)
+    kernels.backward_blocks(_routines()[dtype], next_block.ctypes.data, bounds, x, dout,
+                            _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4), *grids, *x_shape, *phases,
+                            *gradient.grid_shape, same, shifts, kernel_w, gradient.phases, gradient.shifts,
+                            _or_empty(gradient.matrices, dtype, 3), gradient.packed, products, rows, tiled, tap_sums,
+                            db, *_scalars(dtype))
 
 
 def weight_gradient(sums: np.ndarray, taps: slice, dw: np.ndarray) -> None:

@@ -2,7 +2,7 @@
 its products by the register tiles of ``_tiled_products`` (``tiled_products``, ``tiled_weight_sums``)
 where the shapes allow and by the BLAS per tap (``taps``) elsewhere; and tiled max pooling.
 
-Imported only by ``_compiled`` (this module needs numba). Layouts follow ``_shifted._Layout``: a grid is
+Imported only by ``_compiled`` (this module needs numba). Layouts follow ``_shifted.Layout``: a grid is
 ``(lead + images * rows_per_image) * width`` pixels; image ``b``'s row ``i`` starts at pixel
 ``(lead + b * rows_per_image + i) * width``; every pixel outside the images is zero.
 """
@@ -77,14 +77,14 @@ def lay_out(values, grid, lead, width, rows_per_image, positive, sums, zero):
 
 
 @_jit
-def lay_out_phases(values, grid, stride_h, stride_w, pad_top, pad_left, width, rows_per_image, zero):
+def lay_out_phases(values, grid, stride_h, stride_w, pad_top, pad_left, width, rows_per_image, phase_pixels, zero):
     """Write ``values`` (B, H, W, C) on ``grid`` (pixels, C) as its stride phases, for a convolution of that
     stride: phase (a, c) (a < stride_h, c < stride_w) holds every stride_h-th row from row a and every
     stride_w-th column from column c of the values zero-padded by ``pad_top`` above and ``pad_left`` on
     the left, ``width`` pixels a row and ``rows_per_image`` rows an image, zeros where that falls outside
-    the values; the phases one after another, row-major, each ``B * rows_per_image * width`` pixels."""
+    the values; the phases row-major, each starting ``phase_pixels`` (at least ``B * rows_per_image *
+    width``) after the one before (the pixels between are left as they are)."""
     B, H, W, C = values.shape
-    phase_pixels = B * rows_per_image * width
     for a in range(stride_h):
         for c0 in range(stride_w):
             base = (a * stride_w + c0) * phase_pixels
@@ -103,11 +103,11 @@ def lay_out_phases(values, grid, stride_h, stride_w, pad_top, pad_left, width, r
 
 
 @_jit
-def _lay_out_input(x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left, zero):
+def _lay_out_input(x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left, phase_pixels, zero):
     """A convolution's input on its grid: padded images one after another (stride 1, ``lay_out``) or their
-    stride phases (``lay_out_phases``; ``lead`` is then 0)."""
+    stride phases, ``phase_pixels`` apart (``lay_out_phases``; ``lead`` is then 0)."""
     if stride_h * stride_w > 1:
-        lay_out_phases(x, grid, stride_h, stride_w, pad_top, pad_left, width, rows_per_image, zero)
+        lay_out_phases(x, grid, stride_h, stride_w, pad_top, pad_left, width, rows_per_image, phase_pixels, zero)
     else:
         lay_out(x, grid, lead, width, rows_per_image, np.empty((0, 0, 0, 0), np.bool_), np.empty(0), zero)
 
@@ -443,13 +443,14 @@ def copy_out(products, width, rows_per_image, out, rectify, positive, zero):
 
 
 @_jit
-def forward_block(gemm, x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left, shifts, matrices,
-                  packed, bias, products, out_h, out_w, out, rectify, positive, pool_h, pool_w, one, zero):
-    """See ``_compiled.forward_block``."""
+def forward_block(gemm, x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left, phase_pixels,
+                  shifts, matrices, packed, bias, products, out_h, out_w, out, rectify, positive, pool_h, pool_w, one,
+                  zero):
+    """One block of ``forward_blocks``: x (B, H, W, C) -> out (B, H_out, W_out, K) (``_compiled.forward_blocks``)."""
     C, K = x.shape[3], out.shape[3]
     size = grid.itemsize
     count = ((out.shape[0] - 1) * rows_per_image + out_h - 1) * width + out_w   # grid pixels up to the last output
-    _lay_out_input(x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left, zero)
+    _lay_out_input(x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left, phase_pixels, zero)
     if packed.size > 0 and tiles_apply(K, count, size):
         tiled_products(grid, shifts, packed, C, K, bias, products, out.shape[0], out_h, out_w, width,
                        rows_per_image, zero)
@@ -473,24 +474,56 @@ def forward_block(gemm, x, grid, lead, width, rows_per_image, stride_h, stride_w
 
 
 @_jit
+def _input_gradient_phase(gemm, grid, width, rows_per_image, phase, shifts, matrices, packed, products, dx, stride_h,
+                          stride_w, one, zero):
+    """One phase of a block's input gradient (``backward_block``): dx[:, r_h::stride_h, r_w::stride_w] (all of
+    ``dx`` for stride 1), the stride-1 convolution of the output gradient's ``grid`` with the phase's taps,
+    ``phase`` = (r_h, r_w, out_h, out_w, first tap, taps, first packed value, packed values) (no taps:
+    rows and columns no tap reaches, zeros)."""
+    r_h, r_w, out_h, out_w = phase[0], phase[1], phase[2], phase[3]
+    t0, tap_count, k0, packed_count = phase[4], phase[5], phase[6], phase[7]
+    B, C, K = dx.shape[0], dx.shape[3], grid.shape[1]
+    size = grid.itemsize
+    if tap_count == 0:
+        target = dx[:, r_h::stride_h, r_w::stride_w]
+        for b in range(B):
+            for i in range(target.shape[1]):
+                for j in range(target.shape[2]):
+                    for c in range(C):
+                        target[b, i, j, c] = zero
+        return
+    count = ((B - 1) * rows_per_image + out_h - 1) * width + out_w
+    phase_shifts = shifts[t0:t0 + tap_count]
+    if packed_count > 0 and tiles_apply(C, count, size):
+        tiled_products(grid, phase_shifts, packed[k0:k0 + packed_count], K, C, np.empty(0, dx.dtype), products, B,
+                       out_h, out_w, width, rows_per_image, zero)
+    else:
+        taps(gemm, _NO_TRANS, count, C, K, _address(grid), K, phase_shifts, K * size,
+             _address(matrices) + t0 * K * C * size, K * C * size, C, _address(products), 0, C, one, zero, False)
+    no_mask = np.empty((0, 0, 0, 0), np.bool_)
+    if stride_h * stride_w == 1:
+        copy_out(products, width, rows_per_image, dx, False, no_mask, zero)
+    else:
+        copy_out(products, width, rows_per_image, dx[:, r_h::stride_h, r_w::stride_w], False, no_mask, zero)
+
+
+@_jit
 def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width, x_rows, stride_h,
-                   stride_w, pad_top, pad_left, d_lead, d_width, d_rows, same, shifts, kernel_w, dx_shifts, dx_matrices,
-                   dx_packed, products, rows, rows_ready, tap_sums, count, dx_count, db, one, zero):
-    """See ``_compiled.backward_block``."""
+                   stride_w, pad_top, pad_left, phase_pixels, d_lead, d_width, d_rows, same, shifts, kernel_w,
+                   dx_phases, dx_shifts, dx_matrices, dx_packed, products, rows, rows_ready, tap_sums, count, db, one,
+                   zero):
+    """One block of ``backward_blocks`` (see ``_compiled.backward_blocks``); ``count``: grid pixels up to the
+    block's last output."""
     C, K = x.shape[3], dout.shape[3]
     size = x.itemsize
-    no_mask, no_sums = np.empty((0, 0, 0, 0), np.bool_), np.empty(0)
+    no_sums = np.empty(0)
     tiled = rows.size > 0   # the caller gives the gradient's rows where ``weight_tiles_apply``
     if dx.size > 0:
         lay_out(dout, grid_dout, d_lead, d_width, d_rows, positive, no_sums if tiled else db, zero)
-        if dx_packed.size > 0 and tiles_apply(C, dx_count, size):
-            tiled_products(grid_dout, dx_shifts, dx_packed, K, C, np.empty(0, dx.dtype), products, dx.shape[0],
-                           dx.shape[1], dx.shape[2], d_width, d_rows, zero)
-        else:
-            taps(gemm, _NO_TRANS, dx_count, C, K, _address(grid_dout), K, dx_shifts, K * size,
-                 _address(dx_matrices), K * C * size, C, _address(products), 0, C, one, zero, False)
-        copy_out(products, d_width, d_rows, dx, False, no_mask, zero)
-    _lay_out_input(x, grid_x, x_lead, x_width, x_rows, stride_h, stride_w, pad_top, pad_left, zero)
+        for p in range(dx_phases.shape[0]):
+            _input_gradient_phase(gemm, grid_dout, d_width, d_rows, dx_phases[p], dx_shifts, dx_matrices, dx_packed,
+                                  products, dx, stride_h, stride_w, one, zero)
+    _lay_out_input(x, grid_x, x_lead, x_width, x_rows, stride_h, stride_w, pad_top, pad_left, phase_pixels, zero)
     if tiled:
         if rows_ready:   # ``rows`` is ``dout`` itself (no mask): only the bias gradient to add up
             for p in range(rows.shape[0]):
@@ -511,8 +544,9 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
 
 
 @_jit
-def forward_blocks(gemm, next_block, bounds, x, grid, lead, width, rows_per_image, shifts, matrices, packed, bias,
-                   products, out_h, out_w, out, rectify, positive, pool_h, pool_w, one, zero):
+def forward_blocks(gemm, next_block, bounds, x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top,
+                   pad_left, phase_pixels, shifts, matrices, packed, bias, products, out_h, out_w, out, rectify,
+                   positive, pool_h, pool_w, one, zero):
     """``forward_block`` for every block of images ``bounds[i]:bounds[i + 1]`` this thread takes: each takes
     the next block not yet begun from the counter at ``next_block`` (shared by the threads, atomically),
     until none is left. No Python runs between blocks, so a thread never waits for the GIL between them."""
@@ -523,14 +557,16 @@ def forward_blocks(gemm, next_block, bounds, x, grid, lead, width, rows_per_imag
             return
         n0, n1 = bounds[i], bounds[i + 1]
         mask = positive[n0:n1] if masked else positive
-        forward_block(gemm, x[n0:n1], grid, lead, width, rows_per_image, 1, 1, 0, 0, shifts, matrices, packed, bias,
-                      products, out_h, out_w, out[n0:n1], rectify, mask, pool_h, pool_w, one, zero)
+        forward_block(gemm, x[n0:n1], grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left,
+                      phase_pixels, shifts, matrices, packed, bias, products, out_h, out_w, out[n0:n1], rectify, mask,
+                      pool_h, pool_w, one, zero)
 
 
 @_jit
 def backward_blocks(gemm, next_block, bounds, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width,
-                    x_rows, d_lead, d_width, d_rows, same, shifts, kernel_w, dx_shifts, dx_matrices, dx_packed,
-                    products, rows, tiled, tap_sums, db, one, zero):
+                    x_rows, stride_h, stride_w, pad_top, pad_left, phase_pixels, d_lead, d_width, d_rows, same, shifts,
+                    kernel_w, dx_phases, dx_shifts, dx_matrices, dx_packed, products, rows, tiled, tap_sums, db, one,
+                    zero):
     """``backward_block`` for every block this thread takes, as ``forward_blocks``: block i's weight-gradient
     sums into ``tap_sums[i]``, its bias gradient into ``db[i]`` (rows of zeros, or (blocks, 0) without
     bias); ``rows`` scratch for the largest block's gradient rows where ``tiled``."""
@@ -544,7 +580,6 @@ def backward_blocks(gemm, next_block, bounds, x, dout, positive, dx, grid_x, gri
         n0, n1 = bounds[i], bounds[i + 1]
         B = n1 - n0
         count = ((B - 1) * x_rows + dout.shape[1] - 1) * x_width + dout.shape[2]
-        dx_count = ((B - 1) * d_rows + x.shape[1] - 1) * d_width + x.shape[2]
         block_rows = rows[:B * pixels] if tiled else rows
         rows_ready = tiled and not masked
         if rows_ready:
@@ -552,9 +587,9 @@ def backward_blocks(gemm, next_block, bounds, x, dout, positive, dx, grid_x, gri
         mask = positive[n0:n1] if masked else positive
         block_dx = dx[n0:n1] if with_dx else dx
         backward_block(gemm, x[n0:n1], dout[n0:n1], mask, block_dx, grid_x, grid_dout, grid_on_x, x_lead, x_width,
-                       x_rows, 1, 1, 0, 0,
-                       d_lead, d_width, d_rows, same, shifts, kernel_w, dx_shifts, dx_matrices, dx_packed, products,
-                       block_rows, rows_ready, tap_sums[i], count, dx_count, db[i], one, zero)
+                       x_rows, stride_h, stride_w, pad_top, pad_left, phase_pixels, d_lead, d_width, d_rows, same,
+                       shifts, kernel_w, dx_phases, dx_shifts, dx_matrices, dx_packed, products, block_rows,
+                       rows_ready, tap_sums[i], count, db[i], one, zero)
 
 
 @_jit

@@ -102,7 +102,7 @@ def filters(w: np.ndarray, axes: Axes, flip: bool = False) -> Filters:
         return Filters(taps(w, flip), None)
     product_axes = _gradient_axes(axes) if flip else axes
     h, v = product_axes
-    layout = _Layout.of(product_axes)
+    layout = Layout.of(product_axes)
     packed = _compiled.pack_filters(w, flip, _compiled.widest_span((h.out, v.out), layout.width,
                                                                     layout.rows_per_image))
     one_image = layout.count(1, h.out, v.out)   # the fewest outputs a block has
@@ -153,19 +153,17 @@ def forward(x: np.ndarray, w: Filters, b: np.ndarray | None, axes: Axes, out: np
     """
     K = out.shape[3]
     h, v = axes
-    layout = _Layout.of(axes)
+    layout = Layout.of(axes)
     block_list = blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False)
     if _compiled.available(x.dtype):
-        bounds, largest, next_block = _bounds(block_list)
-
-        def take_blocks(_: slice) -> None:
+        def take_blocks(next_block: np.ndarray, bounds: np.ndarray, largest: int) -> None:
             _compiled.forward_blocks(
-                next_block, bounds, x, _fresh_grid("grid_x", layout.pixels(largest), x.shape[3], x.dtype),
+                next_block, bounds, x, fresh_grid("grid_x", layout.pixels(largest), x.shape[3], x.dtype),
                 layout.extent, layout.shift_array(axes), w.matrices, w.packed, b,
                 scratch("shifted_out", (layout.at_start().pixels(largest), K), x.dtype), (h.out, v.out), out,
                 rectify, positive, pool)
 
-        run_parallel(take_blocks, _threads(block_list, x.size + out.size))
+        share_blocks(block_list, x.size + out.size, take_blocks)
         return
 
     def one_block(block: slice) -> None:
@@ -241,11 +239,15 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | None, axes: 
     return db
 
 
-def _bounds(block_list: list[slice]) -> tuple[np.ndarray, int, np.ndarray]:
-    """The blocks' bounds (``bounds[i]:bounds[i + 1]``), the most images a block has, and the counter
-    from which the compiled threads take the next block (``_compiled.forward_blocks``)."""
+def share_blocks(block_list: list[slice], size: int, take_blocks: Callable[[np.ndarray, np.ndarray, int], None]
+                 ) -> None:
+    """Run ``take_blocks(next_block, bounds, largest)`` once on each thread that takes blocks (``_threads``;
+    ``size``: the work's array elements): a compiled call (``_compiled.forward_blocks``) that takes block
+    after block of ``bounds[i]:bounds[i + 1]`` from the shared counter ``next_block``, with scratch
+    arrays for ``largest`` images."""
     bounds = np.array([block.start for block in block_list] + [block_list[-1].stop], np.int64)
-    return bounds, max(block.stop - block.start for block in block_list), np.zeros(1, np.int64)
+    largest, next_block = max(block.stop - block.start for block in block_list), np.zeros(1, np.int64)
+    run_parallel(lambda _: take_blocks(next_block, bounds, largest), _threads(block_list, size))
 
 
 def _threads(block_list: list[slice], size: int) -> list[slice]:
@@ -296,41 +298,41 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | No
     C, K = x.shape[3], dout.shape[3]
     h, v = axes
     layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
-    unused = np.empty((0, 0), x.dtype)
-    dx_shifts = gradient_layout.shift_array(gradient_axes) if dx is not None else np.empty(0, np.int64)
-    dx_matrices, dx_packed = (None, unused.reshape(0)) if dx_filters is None else dx_filters
-    bounds, largest, next_block = _bounds(block_list)
+    gradient = None
+    if dx is not None:
+        shifts = gradient_layout.shift_array(gradient_axes)
+        phase = np.array([[0, 0, h.size, v.size, 0, shifts.size, 0, dx_filters.packed.size]], np.int64)
+        gradient = _compiled.InputGradient(gradient_layout.extent, phase, shifts, *dx_filters)
     tiled = _compiled.weight_tiles_apply(C, K, layout.count(1, h.out, v.out), x.dtype, (h.kernel, v.kernel))
     # the compiled blocks read the gradient (and mask) block by block in place: contiguous, channels-last
     dout = contiguous_copy(dout)
     positive = None if positive is None else contiguous_copy(positive)
     db_rows = np.zeros((len(block_list), K if has_bias else 0), np.float64)
 
-    def take_blocks(_: slice) -> None:
-        grids = (_fresh_grid("grid_x", layout.pixels(largest), C, x.dtype),
-                 unused if dx is None else _fresh_grid("grid_dout", gradient_layout.pixels(largest), K, x.dtype),
+    def take_blocks(next_block: np.ndarray, bounds: np.ndarray, largest: int) -> None:
+        unused = np.empty((0, 0), x.dtype)
+        grids = (fresh_grid("grid_x", layout.pixels(largest), C, x.dtype),
+                 unused if dx is None else fresh_grid("grid_dout", gradient_layout.pixels(largest), K, x.dtype),
                  unused if tiled or (dx is not None and same) else
-                 _fresh_grid("grid_dout_on_x", layout.at_start().pixels(largest), K, x.dtype))
+                 fresh_grid("grid_dout_on_x", layout.at_start().pixels(largest), K, x.dtype))
         products = unused if dx is None else \
             scratch("shifted_dx", (gradient_layout.at_start().pixels(largest), C), x.dtype)
         rows = scratch("shifted_rows", (largest * h.out * v.out, K), x.dtype) if tiled else unused
-        _compiled.backward_blocks(
-            next_block, bounds, x, dout, positive, dx, grids, layout.extent, gradient_layout.extent, same,
-            layout.shift_array(axes), v.kernel, dx_shifts, dx_matrices, dx_packed, products, rows, tiled, sums,
-            db_rows)
+        _compiled.backward_blocks(next_block, bounds, x, dout, positive, dx, grids, layout.extent, gradient, same,
+                                  layout.shift_array(axes), v.kernel, products, rows, tiled, sums, db_rows)
 
-    run_parallel(take_blocks, _threads(block_list, x.size + dout.size))
+    share_blocks(block_list, x.size + dout.size, take_blocks)
     return db_rows
 
 
-def _fresh_grid(name: str, pixels: int, channels: int, dtype: np.dtype) -> np.ndarray:
+def fresh_grid(name: str, pixels: int, channels: int, dtype: np.dtype) -> np.ndarray:
     """Scratch ``name`` as a (pixels, channels) grid for a compiled kernel, which writes every pixel,
     zeros included, in its own layout: ``_bordered``'s record of the zeros there is void."""
     _zeroed_grids().pop(name, None)
     return scratch(name, (pixels, channels), dtype)
 
 
-class _Layout(NamedTuple):
+class Layout(NamedTuple):
     """A block of images (height x width_of_image pixels each) on one grid: rows ``width`` pixels long
     (an image row, then ``gap_w`` zeros), images ``rows_per_image`` rows apart (``gap_h`` zero rows
     after each), the first one ``lead`` rows in."""
@@ -343,14 +345,14 @@ class _Layout(NamedTuple):
 
     @classmethod
     @functools.cache
-    def of(cls, axes: Axes) -> _Layout:
+    def of(cls, axes: Axes) -> Layout:
         """The layout of a convolution's input: the gaps are the larger padding of each axis, and the
         lead is one row more than the top padding, so that every shift is positive."""
         h, v = axes
         gap_h, gap_w = max(h.pad_lo, h.pad_hi), max(v.pad_lo, v.pad_hi)
         return cls(h.size, v.size, gap_h, gap_w, gap_h + 1)
 
-    def at_start(self) -> _Layout:
+    def at_start(self) -> Layout:
         """The same grid, the first image at its very start (the output pixels' own numbering)."""
         return self._replace(lead=0)
 
@@ -395,13 +397,13 @@ class _Layout(NamedTuple):
 
 
 @functools.cache
-def _backward_layouts(axes: Axes) -> tuple[_Layout, Axes, _Layout, bool]:
+def _backward_layouts(axes: Axes) -> tuple[Layout, Axes, Layout, bool]:
     """The input's grid layout, the input gradient's convolution and its grid layout, and whether
     padding is 'same' (then the padded output gradient lies on the input's grid, ``lead`` rows later)."""
     h, v = axes
-    layout = _Layout.of(axes)
+    layout = Layout.of(axes)
     gradient_axes = _gradient_axes(axes)
-    gradient_layout = _Layout.of(gradient_axes)
+    gradient_layout = Layout.of(gradient_axes)
     same = (gradient_layout.gap_h, gradient_layout.gap_w) == (layout.gap_h, layout.gap_w) \
         and (h.out, v.out) == (h.size, v.size)
     return layout, gradient_axes, gradient_layout, same
@@ -414,7 +416,7 @@ def _gradient_axes(axes: Axes) -> Axes:
                             pad_hi=a.dilation * (a.kernel - 1) - a.pad_hi, out=a.size) for a in axes)
 
 
-def _sum_of_shifted(grid: np.ndarray, layout: _Layout, axes: Axes, matrices: np.ndarray, images: int,
+def _sum_of_shifted(grid: np.ndarray, layout: Layout, axes: Axes, matrices: np.ndarray, images: int,
                     name: str, start: np.ndarray | None = None) -> np.ndarray:
     """``products[o] = start + sum over taps of grid[o + shift] @ matrix`` for the block's output pixels,
     added up by BLAS; returns the valid outputs as an (images, H_out, W_out, K) view of scratch ``name``.
@@ -481,7 +483,7 @@ def _weight_sums(grid: np.ndarray, shifts: tuple[int, ...], on_grid: np.ndarray,
                       transpose_a=True)
 
 
-def _gradient_grid(name: str, dout: np.ndarray, layout: _Layout, positive: np.ndarray | None,
+def _gradient_grid(name: str, dout: np.ndarray, layout: Layout, positive: np.ndarray | None,
                    block: slice) -> tuple[np.ndarray, np.ndarray | None]:
     """A block of ``dout`` (B, H_out, W_out, K) on its grid (``_bordered``), taken through the ReLU mask
     ``positive`` (for all images, or None) on the way; with the mask also the float64 sums over the
@@ -504,13 +506,13 @@ def _gradient_grid(name: str, dout: np.ndarray, layout: _Layout, positive: np.nd
     return grid, sums
 
 
-def _bordered(name: str, values: np.ndarray, layout: _Layout, positive: np.ndarray | None = None,
+def _bordered(name: str, values: np.ndarray, layout: Layout, positive: np.ndarray | None = None,
               exact: bool = True) -> np.ndarray:
     """``values`` (B, h, w, C) laid out on a zeroed grid (scratch ``name``): its rows (pixels, C).
 
     With a ReLU mask ``positive`` the values are taken through the ReLU on the way (``through_relu``;
     with ``exact=False`` its plain multiply, which the caller checks). Only this function writes these
-    scratch arrays' gaps (a compiled kernel given one through ``_fresh_grid`` voids the record first),
+    scratch arrays' gaps (a compiled kernel given one through ``fresh_grid`` voids the record first),
     so when the last grid written to ``name`` by this thread had the same shape and place, its zeros
     are still there and only the values are copied.
     """
@@ -544,7 +546,7 @@ def _zeroed_grids() -> dict[str, tuple]:
 
 def _grid_pixels(axes: Axes) -> int:
     """Grid pixels per image."""
-    layout = _Layout.of(axes)
+    layout = Layout.of(axes)
     return layout.rows_per_image * layout.width
 
 

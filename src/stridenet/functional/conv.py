@@ -36,7 +36,7 @@ from stridenet.errors import ShapeError
 from stridenet.functional import _phases, _shifted
 from stridenet.functional._im2col import blocks, col2im_cm, im2col_cm, im2col_nhwc, pad
 from stridenet.functional._layout import as_nchw, scratch, to_nhwc
-from stridenet.functional._parallel import contiguous_copy, image_slices, run_parallel, total
+from stridenet.functional._parallel import image_slices, run_parallel, total
 from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import (
     Padding2d,
@@ -44,7 +44,6 @@ from stridenet.functional.geometry import (
     pair,
     same_padding,
     window_axes,
-    window_axis,
 )
 from stridenet.functional.pool import max_pool2d_forward
 
@@ -197,11 +196,7 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
         _forward_shifted(x, w, b, axes, out, rectify, positive)
     elif path == "phases":
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; split into phases block by block
-        filters = _phases.filters(w, axes)
-        run_parallel(lambda s: _phases.forward(x[s], filters, b, axes, out[s], rectify,
-                                               None if positive is None else positive[s]),
-                     _block_slices(x, out, _phases.blocks(x.shape[0], axes, x.shape[3], w.shape[0], x.itemsize,
-                                                          backward=False)))
+        _phases.forward(x, _phases.filters(w, axes), b, axes, out, rectify, positive)   # blocks in parallel
     else:
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
         w_rows = _weight_rows(w, groups)
@@ -281,29 +276,22 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     else:
         dout, mask = to_nhwc(dout), None if positive is None else to_nhwc(positive)   # (N, H_out, W_out, K)
     dx = np.empty(x.shape, dout.dtype) if need_dx else None         # x's layout: (N, C, H, W) or (N, H, W, C)
-    dx_filters = _shifted.filters(w, axes, flip=True) if shifted and need_dx else None
-    shared = need_dx and layout == "nhwc" and not shifted and _shares_columns(x, axes, G)
-    if shifted:   # the blocks shared out between the threads inside: one (kH*kW, C, K) array of sums per block
-        block_sums = _shifted.weight_sums(N, axes, x.shape[3], K, x.dtype)
-        db = _shifted.backward(x, dout, dx_filters, axes, block_sums, has_bias, dx, mask)
+    if shifted or phased:   # the blocks shared out between the threads inside: one (kH*kW, C, K) array of sums
+        if shifted:         # per block
+            block_sums = _shifted.weight_sums(N, axes, x.shape[3], K, x.dtype)
+            dx_filters = _shifted.filters(w, axes, flip=True) if need_dx else None
+            db = _shifted.backward(x, dout, dx_filters, axes, block_sums, has_bias, dx, mask)
+        else:
+            block_sums = _phases.weight_sums(N, axes, x.shape[3], K, x.dtype)
+            gradient = _phases.input_gradient(w, axes) if need_dx else None
+            db = _phases.backward(x, dout, gradient, axes, block_sums, has_bias, dx, mask)
         dw = _shifted.weight_gradient(block_sums, w)
         return (None if dx is None else as_nchw(dx), dw, None if db is None else db.astype(w.dtype))
-    if phased:   # one array of sums per block; each range of images fills its own blocks'
-        slices = _block_slices(x, dout, _phases.blocks(N, axes, x.shape[3], K, x.itemsize, backward=True))
-        block_sums = _phases.weight_sums(N, axes, x.shape[3], K, x.dtype)
-        own_blocks, first = {}, 0
-        for s in slices:
-            count = _phases.block_count(s.stop - s.start, axes, x.shape[3], K, x.itemsize)
-            own_blocks[s.start], first = block_sums[first:first + count], first + count
-    else:
-        slices = _image_slices(x, dout)
+    shared = need_dx and layout == "nhwc" and _shares_columns(x, axes, G)
 
-    def part(s: slice) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Write dx of a range of images; return its float64 weight-gradient sums (None on the phases'
-        path, which writes them into ``block_sums``) and bias sum (or None)."""
+    def part(s: slice) -> tuple[np.ndarray, np.ndarray | None]:
+        """Write dx of a range of images; return its float64 weight-gradient sums and bias sum (or None)."""
         d, m = dout[s], None if mask is None else mask[s]
-        if phased:
-            return None, _phases.backward(x[s], d, axes, own_blocks[s.start], has_bias, m)
         if shared:
             return _backward_stride1(x[s], d, w, axes, has_bias, dx[s], m)
         if m is not None and (layout == "nhwc" or dx is not None):   # the whole range through the ReLU first
@@ -316,16 +304,8 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
             _input_grad_nhwc(d, w, axes, G, dx[s])
         return _weight_grads_nhwc(x[s], d, G, axes, has_bias)
 
-    if phased and dx is not None:   # dx as on the im2col path, over ranges of images (not the phases' blocks)
-        if mask is not None:          # the gradient through the ReLU once, for both gradients
-            dout, mask = through_relu(dout, mask, np.empty(dout.shape, dout.dtype)), None
-        dout = contiguous_copy(dout)   # each phase of dx reads it again
-        run_parallel(lambda s: _input_grad_nhwc(dout[s], w, axes, G, dx[s]), _image_slices(x, dout))
-    parts = run_parallel(part, slices)
-    if phased:
-        dw, db = _shifted.weight_gradient(block_sums, w), None
-    else:
-        dw, db = _weight_grads(total([p[0] for p in parts]), w, G, "shared" if shared else layout, has_bias)
+    parts = run_parallel(part, _image_slices(x, dout))
+    dw, db = _weight_grads(total([p[0] for p in parts]), w, G, "shared" if shared else layout, has_bias)
     if parts[0][1] is not None:
         db = total([p[1] for p in parts])
     if dx is not None and layout == "nhwc":
@@ -352,13 +332,6 @@ def _weight_grads(sums: np.ndarray, w: np.ndarray, G: int, form: str,
 def _image_slices(x: np.ndarray, y: np.ndarray) -> list[slice]:
     """The image ranges a convolution runs in parallel (see ``_parallel``): input and output sizes count."""
     return image_slices(x.shape[0], x.size + y.size)
-
-
-def _block_slices(x: np.ndarray, y: np.ndarray, blocks: list[slice]) -> list[slice]:
-    """The tasks of a path that works in ``blocks`` of images (``_shifted``, ``_phases``): one per block,
-    taken by whichever thread is free, when the work is worth splitting at all; the same blocks for any
-    number of threads."""
-    return [slice(0, x.shape[0])] if len(_image_slices(x, y)) == 1 else blocks
 
 
 def _weight_rows(w: np.ndarray, groups: int) -> np.ndarray:
@@ -443,8 +416,8 @@ def _backward_stride1(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tupl
     """
     N, H, W, C = x.shape
     K, _, kH, kW = w.shape
-    ((_, taps_h, axis_h),) = _gradient_phases(axes[0], H)   # stride 1: one phase, every tap
-    ((_, taps_w, axis_w),) = _gradient_phases(axes[1], W)
+    ((_, taps_h, axis_h),) = _phases.gradient_phases(axes[0], H)   # stride 1: one phase, every tap
+    ((_, taps_w, axis_w),) = _phases.gradient_phases(axes[1], W)
     rows = _flipped_rows(w, 1, taps_h, taps_w)[0]                     # (kH*kW*K, C)
     phase_axes = (axis_h, axis_w)
     dx_rows = dx.reshape(-1, C)
@@ -519,8 +492,8 @@ def _input_grad_nhwc(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, Wi
     """
     H, W = dx.shape[1:3]
     K, C = dout.shape[3], dx.shape[3]
-    for r_h, taps_h, axis_h in _gradient_phases(axes[0], H):
-        for r_w, taps_w, axis_w in _gradient_phases(axes[1], W):
+    for r_h, taps_h, axis_h in _phases.gradient_phases(axes[0], H):
+        for r_w, taps_w, axis_w in _phases.gradient_phases(axes[1], W):
             target = dx[:, r_h::axes[0].stride, r_w::axes[1].stride]  # (N, H_r, W_r, C)
             if not (taps_h and taps_w):
                 target[...] = 0                                      # rows no tap reaches
@@ -529,7 +502,7 @@ def _input_grad_nhwc(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, Wi
             into = target if target.flags.c_contiguous else scratch("dx_phase", target.shape, dout.dtype)
             if G == 1 and _shifted.applies(phase_axes, 1, K, C, dout.dtype) and _shifted.tiled(phase_axes, K, C,
                                                                                                 dout.dtype):
-                kernel = _flipped_kernel(w, G, taps_h, taps_w)   # the compiled tiles, no columns
+                kernel = _phases.flipped_kernel(w, G, taps_h, taps_w)   # the compiled tiles, no columns
                 _shifted.forward(dout, _shifted.filters(kernel, phase_axes), None, phase_axes, into)
             else:
                 _forward_nhwc(dout, _flipped_rows(w, G, taps_h, taps_w), None, phase_axes, into)
@@ -540,36 +513,7 @@ def _input_grad_nhwc(dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, Wi
 def _flipped_rows(w: np.ndarray, G: int, taps_h: list[int], taps_w: list[int]) -> np.ndarray:
     """The filters of the input-gradient convolution as right-hand matrices (G, m_h*m_w*K/G, C/G) (see
     ``_weight_rows``)."""
-    return _weight_rows(_flipped_kernel(w, G, taps_h, taps_w), G)
-
-
-def _flipped_kernel(w: np.ndarray, G: int, taps_h: list[int], taps_w: list[int]) -> np.ndarray:
-    """The filters of the input-gradient convolution: the given taps reversed, input and output channels
-    swapped, (C, K/G, m_h, m_w), contiguous."""
-    K, Cg, kH, kW = w.shape
-    by_group = w.reshape(G, K // G, Cg, kH, kW)
-    # (G, K/G, C/G, m_h, m_w), taps reversed -> (C, K/G, m_h, m_w)
-    flipped = by_group[:, :, :, taps_h[::-1]][:, :, :, :, taps_w[::-1]].transpose(0, 2, 1, 3, 4)
-    return np.ascontiguousarray(flipped.reshape(G * Cg, K // G, len(taps_h), len(taps_w)))
-
-
-def _gradient_phases(axis: WindowAxis, size: int) -> list[tuple[int, list[int], WindowAxis]]:
-    """For each remainder r of input rows mod S: r, the taps reaching those rows, and the geometry
-    of the stride-1 convolution over dout (size H_out) that yields rows r, r + S, ..."""
-    S, D, F, P = axis.stride, axis.dilation, axis.kernel, axis.pad_lo
-    phases = []
-    for r in range(min(S, size)):
-        taps = [i for i in range(F) if (r + P - i * D) % S == 0]
-        count = len(range(r, size, S))
-        if not taps:
-            phases.append((r, taps, axis))
-            continue
-        dilation = (taps[1] - taps[0]) * D // S if len(taps) > 1 else 1
-        # the last tap reads dout row q + (r + P - taps[-1]*D)/S for output row q of the phase
-        pad_lo = -((r + P - taps[-1] * D) // S)
-        span = (count - 1) + (len(taps) - 1) * dilation + 1
-        phases.append((r, taps, window_axis(axis.out, len(taps), 1, dilation, (pad_lo, span - axis.out - pad_lo))))
-    return phases
+    return _weight_rows(_phases.flipped_kernel(w, G, taps_h, taps_w), G)
 
 
 def _forward_cm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: tuple[WindowAxis, WindowAxis],
