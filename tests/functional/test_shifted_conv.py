@@ -517,13 +517,15 @@ def test_eight_channels_or_fewer_take_the_channel_major_path(spy: Spy) -> None:
 
 @needs_blas
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("channels", "kernel"), [(1, (3, 3)), (3, (3, 3)), (4, (1, 3)), (8, (2, 2))])
+@pytest.mark.parametrize(("channels", "kernel"), [(1, (3, 3)), (3, (3, 3)), (4, (1, 3)), (8, (2, 2)), (3, (7, 7)),
+                                                   (2, (5, 4)), (5, (4, 5))])
 def test_few_channels_take_the_shifted_path_where_the_compiled_tiles_cover_them(channels: int, kernel: tuple[int, int],
                                                                                 dtype: type, engine: str,
                                                                                 spy: Spy) -> None:
     """Eight channels or fewer go to the channel-major path, except with the compiled engine where its
-    tiles compute the products and the weight gradient (whole vectors of filters; a 3x3 kernel, 3 taps
-    a row and 4 channels, or 8 channels): then the shifted path, which must match the naive loops."""
+    tiles compute the products and the weight gradient (whole vectors of filters; a kernel of 3 x 3 or
+    more, 3 taps a row and 4 channels, or 8 channels): then the shifted path, which must match the naive
+    loops (its input gradient, of fewer channels than a vector, through ``few_output_products``)."""
     case = Case(2, channels, 7, 6, 16, kernel, "same")
     x64, w64, b64, dout64 = make_arrays(case, seed=9)
     got = convolve(case, *cast((x64, w64, b64, dout64), dtype, "channels_last"))

@@ -127,6 +127,7 @@ def test_tiled_products_in_several_panels_match_the_naive_loops(kernels, dtype: 
     (8, (1, 5), (1, 1)), (12, (2, 2), (1, 1)), (33, (1, 1), (1, 1)),   # 8 channels of one tap (12, 33: overlap)
     (4, (3, 3), (1, 1)), (6, (2, 3), (2, 1)), (13, (3, 3), (1, 2)),    # 3 taps of a row x 4 channels
     (1, (3, 3), (1, 1)), (3, (3, 3), (2, 2)),                          # the 3 x 3 taps of each channel
+    (3, (7, 7), (1, 1)), (5, (5, 4), (1, 2)), (2, (4, 6), (2, 1)),     # ... grids of them, overlapping
 ])
 @pytest.mark.parametrize("layout", [Layout(1, 1, 24, 24, 1), Layout(2, 5, 14, 18, 8), Layout(3, 2, 9, 13, 6)])
 def test_tiled_weight_sums_match_the_naive_loops(kernels, dtype: type, vectors: int, channels: int,
@@ -147,7 +148,7 @@ def test_tiled_weight_sums_match_the_naive_loops(kernels, dtype: type, vectors: 
 
 @pytest.mark.parametrize(("channels", "kernel", "expected"), [
     (8, (1, 1), True), (7, (1, 1), False), (4, (1, 3), True), (3, (1, 3), False), (3, (3, 3), True),
-    (1, (3, 3), True), (2, (3, 2), False)])
+    (1, (3, 3), True), (2, (3, 2), False), (3, (7, 7), True), (5, (5, 4), True), (7, (2, 5), False)])
 def test_weight_tiles_apply_to_these_kernels(kernels, channels: int, kernel: tuple[int, int], expected: bool) -> None:
     assert kernels.weight_tiles_apply(channels, 16, 100, 4, *kernel) is expected
     assert not kernels.weight_tiles_apply(channels, 24, 100, 4, *kernel)   # not whole vectors of filters
@@ -222,3 +223,22 @@ def test_no_packing_where_outputs_are_not_whole_vectors(kernels, flip: bool) -> 
 def test_tiles_apply_to_whole_vectors_and_enough_pixels(kernels, outputs: int, pixels: int, itemsize: int,
                                                         expected: bool) -> None:
     assert kernels.tiles_apply(outputs, pixels, itemsize) is expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("channels", "count"), [(1, 100), (3, 4100), (7, 2048), (5, 2049)])
+def test_few_output_products_match_the_naive_loops(kernels, dtype: type, channels: int, count: int) -> None:
+    """``few_output_products``: every tap's product for outputs fewer than a vector, through columns a
+    chunk of pixels at a time (``COLUMN_CHUNK``: one chunk, three, exactly one, one and a pixel): the
+    first ``count`` rows, and nothing past them."""
+    rng = np.random.default_rng(count)
+    K, shifts = 20, np.array([0, 3, 50, 51, 130], np.int64)
+    grid = rng.standard_normal((count + shifts.max(), K)).astype(dtype)
+    matrices = rng.standard_normal((shifts.size, K, channels)).astype(dtype)
+    columns = np.full((kernels.COLUMN_CHUNK + shifts.max(), shifts.size * channels + 3), np.nan, dtype)  # wider: ldc
+    products = np.full((count + 5, channels), np.nan, dtype)
+    gemm = compiled._routines()[np.dtype(dtype)]
+    kernels.few_output_products(gemm, grid, shifts, matrices, columns, count, products, dtype(1), dtype(0))
+    expected = sum(grid[s:s + count].astype(np.float64) @ matrices[t].astype(np.float64) for t, s in enumerate(shifts))
+    assert rel_error(products[:count], expected) < TOLERANCE[dtype]
+    assert np.isnan(products[count:]).all()

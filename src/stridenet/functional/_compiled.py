@@ -156,12 +156,22 @@ class InputGradient(NamedTuple):
     packed: np.ndarray
 
 
+def column_scratch(gradient: InputGradient | None, channels: int, dtype: np.dtype) -> tuple[int, int] | None:
+    """The shape of the scratch ``backward_blocks`` needs for an input gradient of ``channels`` channels
+    that the BLAS computes (``gradient.matrices`` given) with fewer channels than a vector: its products
+    then go through columns of every tap at once (``few_output_products``); None where not."""
+    kernels = _kernels()
+    if gradient is None or gradient.matrices is None or channels * np.dtype(dtype).itemsize >= kernels.VECTOR_BYTES:
+        return None
+    return kernels.COLUMN_CHUNK + int(gradient.shifts.max()), gradient.shifts.size * channels
+
+
 def backward_blocks(next_block: np.ndarray, bounds: np.ndarray, x: np.ndarray, dout: np.ndarray,
                     positive: np.ndarray | None, dx: np.ndarray | None,
                     grids: tuple[np.ndarray, np.ndarray, np.ndarray], x_shape: tuple[int, int, int],
                     gradient: InputGradient | None, same: bool, shifts: np.ndarray, kernel_w: int,
                     products: np.ndarray, rows: np.ndarray, tiled: bool, tap_sums: np.ndarray, db: np.ndarray,
-                    phases: tuple[int, int, int, int, int] = STRIDE_1) -> None:
+                    phases: tuple[int, int, int, int, int] = STRIDE_1, columns: np.ndarray | None = None) -> None:
     """The backward pass of the blocks this thread takes, as ``forward_blocks``: x, dout (C-contiguous),
     positive and dx (N, H, W, C) of the whole batch; ``dx`` written unless None, block i's weight-gradient
     sums into ``tap_sums[i]`` (taps, C, K) and its bias gradient into ``db[i]`` ((blocks, K) zeros, or
@@ -172,7 +182,8 @@ def backward_blocks(next_block: np.ndarray, bounds: np.ndarray, x: np.ndarray, d
     (``gradient``, None without ``dx``) and the output gradient on the input's grid; ``same``: the padded
     gradient lies on the input's grid; ``shifts``: the weight gradient's taps (in row-major order,
     ``kernel_w`` a kernel row; 1 where the taps are not evenly spaced along the grid's rows);
-    ``products``: scratch for a phase of the input gradient. Where ``tiled`` (``weight_tiles_apply``),
+    ``products``: scratch for a phase of the input gradient, and ``columns`` for its columns where it has
+    fewer channels than a vector (``column_scratch``). Where ``tiled`` (``weight_tiles_apply``),
     ``rows`` is scratch for the largest block's output gradient as (B * H_out * W_out, K) rows and the
     third grid is unused; elsewhere ``rows`` is empty, and the third grid unused where ``same``.
     """
@@ -183,8 +194,8 @@ def backward_blocks(next_block: np.ndarray, bounds: np.ndarray, x: np.ndarray, d
     kernels.backward_blocks(_routines()[dtype], next_block.ctypes.data, bounds, x, dout,
                             _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4), *grids, *x_shape, *phases,
                             *gradient.grid_shape, same, shifts, kernel_w, gradient.phases, gradient.shifts,
-                            _or_empty(gradient.matrices, dtype, 3), gradient.packed, products, rows, tiled, tap_sums,
-                            db, *_scalars(dtype))
+                            _or_empty(gradient.matrices, dtype, 3), gradient.packed, _or_empty(columns, dtype, 2),
+                            products, rows, tiled, tap_sums, db, *_scalars(dtype))
 
 
 def weight_gradient(sums: np.ndarray, taps: slice, dw: np.ndarray) -> None:

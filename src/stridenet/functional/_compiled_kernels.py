@@ -31,6 +31,7 @@ _TAPS_BY_CHANNELS_3 = tile_product(3, 3, 3)
 _TAPS_BY_CHANNELS_2, _TAPS_BY_CHANNELS_1 = tile_product(2, 4, 3), tile_product(1, 4, 3)
 _TAP_GRID_2, _TAP_GRID_1 = tile_product(2, 3, 3), tile_product(1, 3, 3)
 PIXEL_ROWS, CHANNEL_ROWS = 24, 8   # the fewest pixels the products' tiles need; channels in a weight tile
+COLUMN_CHUNK = 2048                # pixels a chunk of ``few_output_products``' columns
 _ROW_TILES = (8, 12, 14)           # pixels per tile when tiles follow the output's rows
 _SUM_CHANNELS = 8                  # channels ``weight_gradient`` adds up at a time
 # Bytes of the matrices one pass of tiles reads for every tile: more input channels take more passes,
@@ -122,6 +123,37 @@ def taps(gemm, trans_a, rows, cols, inner, a, lda, shifts, a_step, b, b_step, ld
         beta = one if accumulate or (t > 0 and out_step == 0) else zero
         gemm(_ROW_MAJOR, trans_a, _NO_TRANS, rows, cols, inner, one, a + shifts[t] * a_step, lda,
              b + t * b_step, ldb, beta, out + t * out_step, ldc)
+
+
+@_jit
+def few_output_products(gemm, grid, shifts, matrices, columns, count, products, one, zero):
+    """``products[p] = sum_t grid[p + shifts[t]] @ matrices[t]`` for the first ``count`` pixels, as ``taps``
+    computes it, for outputs fewer than a vector (a first layer's input gradient): a product per tap
+    would read the whole grid once per tap for a few columns of output each time. Instead one product
+    of the grid with every tap's matrix side by side gives each pixel's (taps x outputs) ``columns`` (a
+    chunk of pixels at a time, into scratch of ``COLUMN_CHUNK + max(shifts)`` rows), and each output
+    adds its taps' values up. ``matrices`` (T, K, C), ``columns`` (rows, at least T * C) scratch."""
+    T, K, C = matrices.shape
+    size = grid.itemsize
+    wide = np.empty((K, T * C), matrices.dtype)   # the taps' matrices side by side
+    for t in range(T):
+        for k in range(K):
+            for c in range(C):
+                wide[k, t * C + c] = matrices[t, k, c]
+    reach = 0
+    for t in range(T):
+        reach = max(reach, shifts[t])
+    chunk = columns.shape[0] - reach
+    for p0 in range(0, count, chunk):
+        n = min(chunk, count - p0)
+        gemm(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, n + reach, T * C, K, one, _address(grid) + p0 * K * size, K,
+             _address(wide), T * C, zero, _address(columns), columns.shape[1])
+        for p in range(n):
+            for c in range(C):
+                total = zero
+                for t in range(T):
+                    total += columns[p + shifts[t], t * C + c]
+                products[p0 + p, c] = total
 
 
 @_jit
@@ -328,10 +360,21 @@ def _span_tile(vectors, rows, zero, a, shift_address, T, matrices, start, chunk,
 @_jit
 def weight_tiles_apply(channels, filters, count, itemsize, kernel_h, kernel_w):
     """Whether ``tiled_weight_sums`` handles a weight gradient: whole vectors of filters, outputs to sum
-    over, and 8 input channels or more, or 4 or more with 3 taps a kernel row, or a 3x3 kernel."""
+    over, and 8 input channels or more, or 4 or more with 3 taps a kernel row, or a kernel of at least
+    3 x 3."""
     if filters % (VECTOR_BYTES // itemsize) != 0 or count <= 0:
         return False
-    return channels >= CHANNEL_ROWS or (kernel_w == 3 and channels >= 4) or (kernel_h == 3 and kernel_w == 3)
+    return channels >= CHANNEL_ROWS or (kernel_w == 3 and channels >= 4) or (kernel_h >= 3 and kernel_w >= 3)
+
+
+@_jit
+def _grid_origins(taps):
+    """The first tap of each run of 3 that covers ``taps`` (at least 3) taps along a kernel axis: 0, 3, 6, ...,
+    the last run ending at the last tap (overlapping the one before where 3 does not divide ``taps``)."""
+    origins = list(range(0, taps - 2, 3))
+    if origins[-1] != taps - 3:
+        origins.append(taps - 3)
+    return origins
 
 
 @_jit
@@ -343,8 +386,9 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
     padding between them, where that gradient is zero). ``shifts`` are the taps' in row-major order,
     ``kernel_w`` a row. Each tile is held in registers over all outputs, one output row after another:
     3 taps of a kernel row x 4 channels where kernel rows have 3 taps (3 channels for spans of 3
-    vectors of filters), the 3x3 taps of one channel for fewer than 4 channels, else 8 channels of one
-    tap; each x 1, 2 or 3 vectors of filters (``weight_tiles_apply`` says which shapes)."""
+    vectors of filters), 3 x 3 taps of one channel for fewer than 4 channels (as many such grids as
+    cover the kernel; where they overlap, a tap's sums are written twice, the same values), else 8
+    channels of one tap; each x 1, 2 or 3 vectors of filters (``weight_tiles_apply`` says which shapes)."""
     T, C, K = sums.shape
     size = sums.itemsize
     width_vectors = VECTOR_BYTES // size
@@ -354,13 +398,15 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
     row_step = shifts[kernel_w] - shifts[0] if T > kernel_w else 0   # ... and to the next kernel row
     offsets = np.empty(runs, np.int64)   # for each output row: its first pixel read under the tile's first tap
     if kernel_w == 3 and C >= 4:
-        form, firsts, tile_channels = 1, T // 3, 4   # 3 taps x 4 channels from each kernel row's first tap
-    elif kernel_w == 3 and T == 9:
-        form, firsts, tile_channels = 2, 1, 1        # 3 x 3 taps of each channel
+        form, tile_channels = 1, 4   # 3 taps x 4 channels from each kernel row's first tap
+        firsts = [3 * row for row in range(T // 3)]
+    elif kernel_w >= 3 and T // kernel_w >= 3 and C < CHANNEL_ROWS:
+        form, tile_channels = 2, 1   # 3 x 3 taps of each channel, from each grid's first tap
+        firsts = [i * kernel_w + j for i in _grid_origins(T // kernel_w) for j in _grid_origins(kernel_w)]
     else:
-        form, firsts, tile_channels = 0, T, CHANNEL_ROWS
-    for first in range(firsts):
-        t = first * 3 if form == 1 else first
+        form, tile_channels = 0, CHANNEL_ROWS
+        firsts = list(range(T))
+    for t in firsts:
         for run in range(runs):
             offsets[run] = (run // out_h * rows_per_image + run % out_h) * width + shifts[t]
         k0 = 0
@@ -386,10 +432,10 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
                 elif form == 2:    # rows: 3 taps of a kernel row in groups: 3 kernel rows
                     if two:
                         _TAP_GRID_2(zero, source, tap_step * C, C, _address(offsets), C, runs, gradient_k, K,
-                                    out_w * K, out_w, 0, target, C * K, row_step * C, 3 * C * K)
+                                    out_w * K, out_w, 0, target, C * K, row_step * C, kernel_w * C * K)
                     else:
                         _TAP_GRID_1(zero, source, tap_step * C, C, _address(offsets), C, runs, gradient_k, K,
-                                    out_w * K, out_w, 0, target, C * K, row_step * C, 3 * C * K)
+                                    out_w * K, out_w, 0, target, C * K, row_step * C, kernel_w * C * K)
                 elif vectors == 3:   # rows: 8 channels of one tap
                     _CHANNELS_BY_3(zero, source, 1, C, _address(offsets), C, runs, gradient_k, K, out_w * K, out_w,
                                    0, target, K, 0, 0)
@@ -474,12 +520,13 @@ def forward_block(gemm, x, grid, lead, width, rows_per_image, stride_h, stride_w
 
 
 @_jit
-def _input_gradient_phase(gemm, grid, width, rows_per_image, phase, shifts, matrices, packed, products, dx, stride_h,
-                          stride_w, one, zero):
+def _input_gradient_phase(gemm, grid, width, rows_per_image, phase, shifts, matrices, packed, columns, products, dx,
+                          stride_h, stride_w, one, zero):
     """One phase of a block's input gradient (``backward_block``): dx[:, r_h::stride_h, r_w::stride_w] (all of
     ``dx`` for stride 1), the stride-1 convolution of the output gradient's ``grid`` with the phase's taps,
     ``phase`` = (r_h, r_w, out_h, out_w, first tap, taps, first packed value, packed values) (no taps:
-    rows and columns no tap reaches, zeros)."""
+    rows and columns no tap reaches, zeros). Products by the tiles where they apply, else by the BLAS:
+    through ``columns`` (``few_output_products``) where that scratch is given, else per tap."""
     r_h, r_w, out_h, out_w = phase[0], phase[1], phase[2], phase[3]
     t0, tap_count, k0, packed_count = phase[4], phase[5], phase[6], phase[7]
     B, C, K = dx.shape[0], dx.shape[3], grid.shape[1]
@@ -497,6 +544,8 @@ def _input_gradient_phase(gemm, grid, width, rows_per_image, phase, shifts, matr
     if packed_count > 0 and tiles_apply(C, count, size):
         tiled_products(grid, phase_shifts, packed[k0:k0 + packed_count], K, C, np.empty(0, dx.dtype), products, B,
                        out_h, out_w, width, rows_per_image, zero)
+    elif columns.size > 0:
+        few_output_products(gemm, grid, phase_shifts, matrices[t0:t0 + tap_count], columns, count, products, one, zero)
     else:
         taps(gemm, _NO_TRANS, count, C, K, _address(grid), K, phase_shifts, K * size,
              _address(matrices) + t0 * K * C * size, K * C * size, C, _address(products), 0, C, one, zero, False)
@@ -510,8 +559,8 @@ def _input_gradient_phase(gemm, grid, width, rows_per_image, phase, shifts, matr
 @_jit
 def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width, x_rows, stride_h,
                    stride_w, pad_top, pad_left, phase_pixels, d_lead, d_width, d_rows, same, shifts, kernel_w,
-                   dx_phases, dx_shifts, dx_matrices, dx_packed, products, rows, rows_ready, tap_sums, count, db, one,
-                   zero):
+                   dx_phases, dx_shifts, dx_matrices, dx_packed, dx_columns, products, rows, rows_ready, tap_sums,
+                   count, db, one, zero):
     """One block of ``backward_blocks`` (see ``_compiled.backward_blocks``); ``count``: grid pixels up to the
     block's last output."""
     C, K = x.shape[3], dout.shape[3]
@@ -522,7 +571,7 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
         lay_out(dout, grid_dout, d_lead, d_width, d_rows, positive, no_sums if tiled else db, zero)
         for p in range(dx_phases.shape[0]):
             _input_gradient_phase(gemm, grid_dout, d_width, d_rows, dx_phases[p], dx_shifts, dx_matrices, dx_packed,
-                                  products, dx, stride_h, stride_w, one, zero)
+                                  dx_columns, products, dx, stride_h, stride_w, one, zero)
     _lay_out_input(x, grid_x, x_lead, x_width, x_rows, stride_h, stride_w, pad_top, pad_left, phase_pixels, zero)
     if tiled:
         if rows_ready:   # ``rows`` is ``dout`` itself (no mask): only the bias gradient to add up
@@ -565,8 +614,8 @@ def forward_blocks(gemm, next_block, bounds, x, grid, lead, width, rows_per_imag
 @_jit
 def backward_blocks(gemm, next_block, bounds, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width,
                     x_rows, stride_h, stride_w, pad_top, pad_left, phase_pixels, d_lead, d_width, d_rows, same, shifts,
-                    kernel_w, dx_phases, dx_shifts, dx_matrices, dx_packed, products, rows, tiled, tap_sums, db, one,
-                    zero):
+                    kernel_w, dx_phases, dx_shifts, dx_matrices, dx_packed, dx_columns, products, rows, tiled, tap_sums,
+                    db, one, zero):
     """``backward_block`` for every block this thread takes, as ``forward_blocks``: block i's weight-gradient
     sums into ``tap_sums[i]``, its bias gradient into ``db[i]`` (rows of zeros, or (blocks, 0) without
     bias); ``rows`` scratch for the largest block's gradient rows where ``tiled``."""
@@ -588,8 +637,8 @@ def backward_blocks(gemm, next_block, bounds, x, dout, positive, dx, grid_x, gri
         block_dx = dx[n0:n1] if with_dx else dx
         backward_block(gemm, x[n0:n1], dout[n0:n1], mask, block_dx, grid_x, grid_dout, grid_on_x, x_lead, x_width,
                        x_rows, stride_h, stride_w, pad_top, pad_left, phase_pixels, d_lead, d_width, d_rows, same,
-                       shifts, kernel_w, dx_phases, dx_shifts, dx_matrices, dx_packed, products, block_rows,
-                       rows_ready, tap_sums[i], count, db[i], one, zero)
+                       shifts, kernel_w, dx_phases, dx_shifts, dx_matrices, dx_packed, dx_columns, products,
+                       block_rows, rows_ready, tap_sums[i], count, db[i], one, zero)
 
 
 @_jit

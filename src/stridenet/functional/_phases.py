@@ -231,6 +231,7 @@ def backward(x: np.ndarray, dout: np.ndarray, gradient: _compiled.InputGradient 
     layout = _PhaseLayout.of(axes)
     gradient_layout = _gradient_geometry(axes)[0]
     block_list = blocks(N, axes, C, K, x.itemsize)
+    columns = _compiled.column_scratch(gradient, C, x.dtype)
     tiled = _compiled.weight_tiles_apply(C, K, layout.count(1, h.out, v.out), x.dtype, (1, 1))   # taps not evenly
     # spaced along a row; the compiled blocks read the gradient (and mask) in place: contiguous, channels-last
     dout = contiguous_copy(dout)
@@ -249,7 +250,8 @@ def backward(x: np.ndarray, dout: np.ndarray, gradient: _compiled.InputGradient 
         rows = scratch("shifted_rows", (largest * h.out * v.out, K), x.dtype) if tiled else unused
         _compiled.backward_blocks(next_block, bounds, x, dout, positive, dx, grids, layout.extent, gradient, False,
                                   layout.shifts(axes, largest), 1, products, rows, tiled, sums, db_rows,
-                                  phases=layout.phases(largest))
+                                  phases=layout.phases(largest),
+                                  columns=None if columns is None else scratch("dx_columns", columns, x.dtype))
 
     _shifted.share_blocks(block_list, x.size + dout.size, take_blocks)
     return total(list(db_rows)) if has_bias else None

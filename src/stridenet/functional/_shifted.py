@@ -303,6 +303,7 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | No
         shifts = gradient_layout.shift_array(gradient_axes)
         phase = np.array([[0, 0, h.size, v.size, 0, shifts.size, 0, dx_filters.packed.size]], np.int64)
         gradient = _compiled.InputGradient(gradient_layout.extent, phase, shifts, *dx_filters)
+    columns = _compiled.column_scratch(gradient, C, x.dtype)
     tiled = _compiled.weight_tiles_apply(C, K, layout.count(1, h.out, v.out), x.dtype, (h.kernel, v.kernel))
     # the compiled blocks read the gradient (and mask) block by block in place: contiguous, channels-last
     dout = contiguous_copy(dout)
@@ -319,7 +320,8 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | No
             scratch("shifted_dx", (gradient_layout.at_start().pixels(largest), C), x.dtype)
         rows = scratch("shifted_rows", (largest * h.out * v.out, K), x.dtype) if tiled else unused
         _compiled.backward_blocks(next_block, bounds, x, dout, positive, dx, grids, layout.extent, gradient, same,
-                                  layout.shift_array(axes), v.kernel, products, rows, tiled, sums, db_rows)
+                                  layout.shift_array(axes), v.kernel, products, rows, tiled, sums, db_rows,
+                                  columns=None if columns is None else scratch("dx_columns", columns, x.dtype))
 
     share_blocks(block_list, x.size + dout.size, take_blocks)
     return db_rows
