@@ -194,7 +194,8 @@ def test_blocks_and_two_threads_give_the_same_numbers(dtype: type, relu: bool, t
     assert [s.stop - s.start for s in blocks] == [1, 1, 1, 2]
     with parallel.num_threads(1):
         alone = run()
-    threads = {name: set() for name in ("forward_blocks", "backward_blocks")}
+    monkeypatch.setitem(compiled._state, "native", False)   # Python's threads, which can wait for each other
+    threads = {name: set() for name in ("forward_thread", "backward_thread")}
     both = {name: threading.Barrier(2) for name in threads}
     inner = {name: getattr(compiled, name) for name in threads}
     for name in threads:   # each thread's call waits for the other's: the split is certain
@@ -207,6 +208,11 @@ def test_blocks_and_two_threads_give_the_same_numbers(dtype: type, relu: bool, t
     with parallel.num_threads(2):
         split = run()
     assert [len(seen) for seen in threads.values()] == [2, 2], "both threads took blocks"
+    if compiled._threading_layer_is_safe():   # and numba's threads (no Python per thread): the same bits
+        monkeypatch.setitem(compiled._state, "native", True)
+        with parallel.num_threads(2):
+            for ours, theirs in zip(run(), split, strict=True):
+                np.testing.assert_array_equal(ours, theirs, err_msg="numba's threads vs Python's")
     for ours, theirs, solo in zip(split, alone, whole, strict=True):
         np.testing.assert_array_equal(ours, theirs, err_msg="two threads vs one")
         assert_close(ours, solo, dtype, "blocks vs the whole batch") if ours.dtype != bool else \

@@ -194,15 +194,14 @@ def spy(monkeypatch) -> Spy:
         return bordered(name, values, *args, **kwargs)
 
     monkeypatch.setattr(shifted, "_bordered", recorded_block)
-    counters: list[np.ndarray] = []   # kept, so that no two passes' counters share an id
-    for name in ("forward_blocks", "backward_blocks"):   # the compiled engine: one call per thread and pass
+    for name in ("forward_blocks", "backward_blocks"):   # the compiled engine: one call per pass
         original = getattr(compiled, name)
 
-        def recorded_compiled(next_block, bounds, *args, _original=original, **kwargs):
-            if not any(counter is next_block for counter in counters):   # every thread gets the same blocks
-                counters.append(next_block)
-                calls.blocks.extend(np.diff(bounds).tolist())
-            return _original(next_block, bounds, *args, **kwargs)
+        def recorded_compiled(threads, bounds, *args, _original=original, **kwargs):
+            calls.blocks.extend(np.diff(bounds).tolist())
+            taken = _original(threads, bounds, *args, **kwargs)
+            assert ((taken >= 0) & (taken < threads)).all(), f"blocks not taken, or by no thread: {taken}"
+            return taken
 
         monkeypatch.setattr(compiled, name, recorded_compiled)
     return calls
@@ -358,9 +357,9 @@ def _meet_once_per_thread(monkeypatch: pytest.MonkeyPatch, module: object, name:
 def test_a_batch_split_across_two_threads_gives_the_same_numbers(dtype: type, relu: bool, spy: Spy, engine: str,
                                                                  monkeypatch) -> None:
     """Blocks of one image and no size threshold: the five images are shared out between two threads, and
-    every number is the one a single thread gives, to the bit. (The compiled engine's threads take blocks
-    inside one compiled call each; the NumPy engine's blocks are tasks, each with one forward product and
-    one set of weight sums.)"""
+    every number is the one a single thread gives, to the bit. (The compiled engine's threads, Python's
+    here, take blocks inside one compiled call each; the NumPy engine's blocks are tasks, each with one
+    forward product and one set of weight sums.)"""
     case = BLOCK_CASE
     x, w, b, dout = cast(make_arrays(case, seed=4), dtype, "channels_last")
 
@@ -376,8 +375,9 @@ def test_a_batch_split_across_two_threads_gives_the_same_numbers(dtype: type, re
         alone = run()
     assert spy.images() == (case.N, case.N)
     spy.clear()
-    if engine == "compiled":
-        threads = [_meet_once_per_thread(monkeypatch, compiled, name) for name in ("forward_blocks", "backward_blocks")]
+    if engine == "compiled":   # Python's threads here (numba's: test_numba_threads_share_the_blocks)
+        monkeypatch.setitem(compiled._state, "native", False)
+        threads = [_meet_once_per_thread(monkeypatch, compiled, name) for name in ("forward_thread", "backward_thread")]
     else:
         forward_products = lambda args: args[5] == "shifted_out"   # noqa: E731  (not the input gradient's)
         threads = [_meet_once_per_thread(monkeypatch, shifted, "_sum_of_shifted", forward_products),
@@ -396,6 +396,50 @@ def test_a_batch_split_across_two_threads_gives_the_same_numbers(dtype: type, re
     expected = (naive.conv2d_forward(x64, w64, b64, (1, 1), pad), *naive.conv2d_backward(dout64, x64, w64, (1, 1), pad))
     for ours, theirs, what in zip(split[:1] + split[-3:], expected, ("out", "dx", "dw", "db"), strict=True):
         assert_close(ours, np.maximum(theirs, 0) if relu and what == "out" else theirs, dtype, f"{what} vs naive")
+
+
+@needs_blas
+@pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
+def test_numba_threads_share_the_blocks(relu: bool, engine: str, monkeypatch) -> None:
+    """With numba's own threads (``_compiled.native_threads``): sixteen blocks of one image between two
+    threads, both take some, every block is taken once, and the numbers are Python threads' and one
+    thread's, to the bit."""
+    if engine != "compiled" or not compiled.native_threads():
+        pytest.skip("numba's threads run the compiled engine's blocks only, where a thread-safe layer is there")
+    case = Case(16, 32, 12, 12, 32, (3, 3), 1)
+    x, w, b, dout = cast(make_arrays(case, seed=5), np.float32, "channels_last")
+    taken: list[np.ndarray] = []
+    for name in ("forward_blocks", "backward_blocks"):
+        original = getattr(compiled, name)
+
+        def recorded(*args, _original=original, **kwargs):
+            taken.append(_original(*args, **kwargs))
+            return taken[-1]
+
+        monkeypatch.setattr(compiled, name, recorded)
+
+    def run() -> list[np.ndarray]:
+        if not relu:
+            return list(convolve(case, x, w, b, dout))
+        out, cache, mask = conv2d_relu_forward(x, w, b, 1, case.padding)
+        return [out, mask, *conv2d_backward(dout, cache, positive=mask)]
+
+    monkeypatch.setattr(im2col, "COLS_BUDGET", int(0.5 * _grid_bytes(case, np.float32)))
+    with parallel.num_threads(1):
+        alone = run()
+    with parallel.num_threads(2):
+        monkeypatch.setitem(compiled._state, "native", False)
+        python = run()
+        monkeypatch.setitem(compiled._state, "native", True)
+        for _ in range(10):   # a busy machine may start the second thread late: both take blocks in most runs
+            taken.clear()
+            native = run()
+            if all(set(t) == {0, 1} for t in taken):
+                break
+    assert [len(t) for t in taken] == [case.N, case.N] and all(set(t) == {0, 1} for t in taken), taken
+    for ours, theirs, solo in zip(native, python, alone, strict=True):
+        np.testing.assert_array_equal(ours, theirs, err_msg="numba's threads vs Python's")
+        np.testing.assert_array_equal(ours, solo, err_msg="numba's threads vs one thread")
 
 
 @needs_blas

@@ -8,7 +8,9 @@ and waits (measured on the reference CNN: 8% of the forward tasks' time, 14% of 
 numba installed (``pip install 'stridenet[fast]'``), each block is compiled work that holds no GIL
 from start to end, and each thread takes block after block inside one compiled call
 (``forward_blocks``, ``backward_blocks``: a thread waiting for the GIL between blocks slept 0.3 ms or
-more on a virtual machine): a block is laid out on its zero-padded grid, the work computes the
+more on a virtual machine). Those threads are numba's own where its threading layer allows
+(``native_threads``): the whole parallel pass is then one call from Python, with no GIL hand-off at
+its start or end either. A block is laid out on its zero-padded grid, the work computes the
 products (its own register-tiled kernels, below, or the BLAS's ``gemm`` for every tap through the
 routine's address, the one ``_blas`` found), and does the element-wise work (bias, ReLU and its mask,
 copying out, the bias gradient) in the same loops, one pass where the NumPy path needs several.
@@ -50,8 +52,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from stridenet.functional import _blas
+from stridenet.functional._parallel import run_parallel, single_threaded_blas
 
-_state: dict[str, Any] = {"kernels": None, "routines": None, "tiles": None}
+_state: dict[str, Any] = {"kernels": None, "routines": None, "tiles": None, "native": None}
 
 # A stride-1 grid: (stride_h, stride_w, pad_top, pad_left, phase_pixels) of ``forward_blocks``' and
 # ``backward_blocks``' phases.
@@ -114,31 +117,48 @@ def weight_tiles_apply(channels: int, filters: int, count: int, dtype: np.dtype,
                                                              *kernel)
 
 
-def forward_blocks(next_block: np.ndarray, bounds: np.ndarray, x: np.ndarray, grid: np.ndarray,
-                   grid_shape: tuple[int, int, int], shifts: np.ndarray, matrices: np.ndarray | None,
-                   packed: np.ndarray, bias: np.ndarray | None, products: np.ndarray, out_size: tuple[int, int],
-                   out: np.ndarray, rectify: bool, positive: np.ndarray | None, pool: tuple[int, int] = (1, 1),
-                   phases: tuple[int, int, int, int, int] = STRIDE_1) -> None:
-    """The forward pass of the blocks of images ``bounds[i]:bounds[i + 1]`` of the batch x (N, H, W, C) ->
-    out (N, H_out, W_out, K) that this thread takes from the shared counter ``next_block`` (int64, 0 at
-    the start), block after block inside one compiled call, until none is left. Rectified if
-    ``rectify``, the mask of positive values into ``positive`` unless None; with a ``pool`` window
-    (kh, kw) other than (1, 1), out is instead the max of each tile of that size, (N, H_out // kh,
-    W_out // kw, K) (``positive`` must then be None: for inference).
+def forward_blocks(threads: int, bounds: np.ndarray, x: np.ndarray, grids: np.ndarray, grid_shape: tuple[int, int, int],
+                   shifts: np.ndarray, matrices: np.ndarray | None, packed: np.ndarray, bias: np.ndarray | None,
+                   products: np.ndarray, out_size: tuple[int, int], out: np.ndarray, rectify: bool,
+                   positive: np.ndarray | None, pool: tuple[int, int] = (1, 1),
+                   phases: tuple[int, int, int, int, int] = STRIDE_1) -> np.ndarray:
+    """The forward pass of the batch x (N, H, W, C) -> out (N, H_out, W_out, K) in blocks of images
+    ``bounds[j]:bounds[j + 1]``, on ``threads`` threads at once, each one compiled call that takes the next
+    block not yet begun until none is left (numba's own threads where ``native_threads``, else Python's,
+    ``forward_thread``); returns which thread took each block. Rectified if ``rectify``, the mask of
+    positive values into ``positive`` unless None; with a ``pool`` window (kh, kw) other than (1, 1),
+    out is instead the max of each tile of that size, (N, H_out // kh, W_out // kw, K) (``positive``
+    must then be None: for inference).
 
-    ``grid`` (pixels, C) and ``products`` (pixels, K) are this thread's scratch arrays, sized for the
-    largest block; ``grid_shape`` the layout's (lead, width, rows_per_image), ``shifts`` the taps'
-    shifts (int64), ``out_size`` the convolution's (H_out, W_out) (before pooling); ``packed``:
-    ``pack_filters``' layout of the filters for the tiles, or empty for the BLAS's products;
+    ``grids`` (threads, pixels, C) and ``products`` (threads, pixels, K) are scratch, a grid and products
+    per thread sized for the largest block; ``grid_shape`` the layout's (lead, width, rows_per_image),
+    ``shifts`` the taps' shifts (int64), ``out_size`` the convolution's (H_out, W_out) (before pooling);
+    ``packed``: ``pack_filters``' layout of the filters for the tiles, or empty for the BLAS's products;
     ``matrices``: the taps' (C, K) matrices for the BLAS, None where the tiles compute every block.
     ``phases`` (stride_h, stride_w, pad_top, pad_left, phase_pixels): for a strided convolution, each
-    block's ``grid`` holds its input's stride phases, ``phase_pixels`` apart (``_phases``; lead 0), and
+    block's grid holds its input's stride phases, ``phase_pixels`` apart (``_phases``; lead 0), and
     ``shifts`` reach into them.
     """
-    kernels, dtype = _kernels(), out.dtype
-    kernels.forward_blocks(_routines()[dtype], next_block.ctypes.data, bounds, x, grid, *grid_shape, *phases, shifts,
-                           _or_empty(matrices, dtype, 3), packed, _or_empty(bias, dtype, 1), products, *out_size,
-                           out, rectify, _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
+    dtype = out.dtype
+    taken = np.full(bounds.size - 1, -1, np.int64)
+    before = (bounds, x)
+    after = (*grid_shape, *phases, shifts, _or_empty(matrices, dtype, 3), packed, _or_empty(bias, dtype, 1))
+    last = (*out_size, out, rectify, _or_empty(positive, np.bool_, 4), *pool, *_scalars(dtype))
+    if threads > 1 and native_threads():
+        with single_threaded_blas():
+            _kernels().forward_threads(_routines()[dtype], threads, *before, grids, *after, products, *last, taken)
+        return taken
+    counter = np.zeros(1, np.int64)
+    run_parallel(lambda s: forward_thread(s.start, counter, (*before, grids[s.start], *after, products[s.start], *last),
+                                          taken), [slice(i, i + 1) for i in range(threads)])
+    return taken
+
+
+def forward_thread(thread: int, counter: np.ndarray, arguments: tuple, taken: np.ndarray) -> None:
+    """One Python thread's share of ``forward_blocks``: blocks from ``counter`` until none is left, with
+    this thread's scratch (in ``arguments``)."""
+    kernels = _kernels()
+    kernels.forward_blocks(_routines()[arguments[1].dtype], counter.ctypes.data, *arguments, thread, taken)
 
 
 class InputGradient(NamedTuple):
@@ -166,36 +186,90 @@ def column_scratch(gradient: InputGradient | None, channels: int, dtype: np.dtyp
     return kernels.COLUMN_CHUNK + int(gradient.shifts.max()), gradient.shifts.size * channels
 
 
-def backward_blocks(next_block: np.ndarray, bounds: np.ndarray, x: np.ndarray, dout: np.ndarray,
-                    positive: np.ndarray | None, dx: np.ndarray | None,
-                    grids: tuple[np.ndarray, np.ndarray, np.ndarray], x_shape: tuple[int, int, int],
-                    gradient: InputGradient | None, same: bool, shifts: np.ndarray, kernel_w: int,
-                    products: np.ndarray, rows: np.ndarray, tiled: bool, tap_sums: np.ndarray, db: np.ndarray,
-                    phases: tuple[int, int, int, int, int] = STRIDE_1, columns: np.ndarray | None = None) -> None:
-    """The backward pass of the blocks this thread takes, as ``forward_blocks``: x, dout (C-contiguous),
-    positive and dx (N, H, W, C) of the whole batch; ``dx`` written unless None, block i's weight-gradient
-    sums into ``tap_sums[i]`` (taps, C, K) and its bias gradient into ``db[i]`` ((blocks, K) zeros, or
-    (blocks, 0) without bias); ``dout`` taken through the ReLU mask ``positive`` unless None.
+def backward_blocks(threads: int, bounds: np.ndarray, x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None,
+                    dx: np.ndarray | None, grids: tuple[np.ndarray, np.ndarray, np.ndarray],
+                    x_shape: tuple[int, int, int], gradient: InputGradient | None, same: bool, shifts: np.ndarray,
+                    kernel_w: int, products: np.ndarray, rows: np.ndarray, tiled: bool, tap_sums: np.ndarray,
+                    db: np.ndarray, phases: tuple[int, int, int, int, int] = STRIDE_1,
+                    columns: np.ndarray | None = None) -> np.ndarray:
+    """The backward pass in blocks, on ``threads`` threads at once as ``forward_blocks`` (``backward_thread``
+    for Python's); returns which thread took each block. x, dout (C-contiguous), positive and dx (N, H, W,
+    C) of the whole batch; ``dx`` written unless None, block j's weight-gradient sums into ``tap_sums[j]``
+    (taps, C, K) and its bias gradient into ``db[j]`` ((blocks, K) zeros, or (blocks, 0) without bias);
+    ``dout`` taken through the ReLU mask ``positive`` unless None.
 
-    ``grids``: this thread's scratch for the input's grid (``x_shape``: its (lead, width,
-    rows_per_image); ``phases`` as ``forward_blocks``'), the output gradient's padded grid for ``dx``
-    (``gradient``, None without ``dx``) and the output gradient on the input's grid; ``same``: the padded
-    gradient lies on the input's grid; ``shifts``: the weight gradient's taps (in row-major order,
-    ``kernel_w`` a kernel row; 1 where the taps are not evenly spaced along the grid's rows);
-    ``products``: scratch for a phase of the input gradient, and ``columns`` for its columns where it has
-    fewer channels than a vector (``column_scratch``). Where ``tiled`` (``weight_tiles_apply``),
-    ``rows`` is scratch for the largest block's output gradient as (B * H_out * W_out, K) rows and the
-    third grid is unused; elsewhere ``rows`` is empty, and the third grid unused where ``same``.
+    Scratch, one per thread (a first axis of ``threads``): ``grids``, for the input's grid (``x_shape``:
+    its (lead, width, rows_per_image); ``phases`` as ``forward_blocks``'), the output gradient's padded
+    grid for ``dx`` (``gradient``, None without ``dx``) and the output gradient on the input's grid;
+    ``products``, for a phase of the input gradient; ``columns``, for its columns where it has fewer
+    channels than a vector (``column_scratch``; None elsewhere); where ``tiled`` (``weight_tiles_apply``),
+    ``rows``, for the largest block's output gradient as (B * H_out * W_out, K) rows (the third grid is
+    then unused); elsewhere ``rows`` is empty, and the third grid unused where ``same``. ``same``: the
+    padded gradient lies on the input's grid; ``shifts``: the weight gradient's taps (in row-major order,
+    ``kernel_w`` a kernel row; 1 where the taps are not evenly spaced along the grid's rows).
     """
-    kernels, dtype = _kernels(), x.dtype
+    dtype = x.dtype
     if gradient is None:
-        empty = np.empty(0, dtype)
-        gradient = InputGradient((0, 0, 0), np.empty((0, 8), np.int64), np.empty(0, np.int64), None, empty)
-    kernels.backward_blocks(_routines()[dtype], next_block.ctypes.data, bounds, x, dout,
-                            _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4), *grids, *x_shape, *phases,
-                            *gradient.grid_shape, same, shifts, kernel_w, gradient.phases, gradient.shifts,
-                            _or_empty(gradient.matrices, dtype, 3), gradient.packed, _or_empty(columns, dtype, 2),
-                            products, rows, tiled, tap_sums, db, *_scalars(dtype))
+        gradient = InputGradient((0, 0, 0), np.empty((0, 8), np.int64), np.empty(0, np.int64), None,
+                                 np.empty(0, dtype))
+    columns = np.empty((threads, 0, 0), dtype) if columns is None else columns
+    taken = np.full(bounds.size - 1, -1, np.int64)
+    before = (bounds, x, dout, _or_empty(positive, np.bool_, 4), _or_empty(dx, dtype, 4))
+    after = (*x_shape, *phases, *gradient.grid_shape, same, shifts, kernel_w, gradient.phases, gradient.shifts,
+             _or_empty(gradient.matrices, dtype, 3), gradient.packed)
+    last = (tiled, tap_sums, db, *_scalars(dtype))
+    if threads > 1 and native_threads():
+        with single_threaded_blas():
+            _kernels().backward_threads(_routines()[dtype], threads, *before, *grids, *after, columns, products, rows,
+                                        *last, taken)
+        return taken
+    counter = np.zeros(1, np.int64)
+    run_parallel(lambda s: backward_thread(
+        s.start, counter, (*before, *(grid[s.start] for grid in grids), *after, columns[s.start], products[s.start],
+                           rows[s.start], *last), taken), [slice(i, i + 1) for i in range(threads)])
+    return taken
+
+
+def backward_thread(thread: int, counter: np.ndarray, arguments: tuple, taken: np.ndarray) -> None:
+    """One Python thread's share of ``backward_blocks`` (as ``forward_thread``)."""
+    kernels = _kernels()
+    kernels.backward_blocks(_routines()[arguments[1].dtype], counter.ctypes.data, *arguments, thread, taken)
+
+
+def native_threads() -> bool:
+    """Whether ``forward_blocks`` and ``backward_blocks`` run on numba's own threads: where numba has a
+    threading layer that several Python threads may call at once (OpenMP or TBB; not ``workqueue``),
+    and not in a process forked from one that had (GNU OpenMP's threads do not survive ``fork``).
+
+    Python threads hand work to each other through the GIL: on a busy virtual machine a thread that
+    waits for it sleeps, and wakes 0.3 ms or more later, at the start and the end of every layer's
+    parallel work. numba's threads take their share without the GIL (about 7 microseconds a round trip
+    here)."""
+    if _state["native"] is None:
+        _state["native"] = _threading_layer_is_safe()
+    return _state["native"]
+
+
+def _threading_layer_is_safe() -> bool:
+    if os.environ.get("NUMBA_THREADING_LAYER", "default").strip().lower() not in ("default", "safe", "threadsafe",
+                                                                                 "omp", "tbb", ""):
+        return False
+    for layer in ("omppool", "tbbpool"):
+        try:
+            importlib.import_module(f"numba.np.ufunc.{layer}")
+        except ImportError:
+            continue
+        return True
+    return False
+
+
+def _forget_native_threads() -> None:
+    """In a forked child: Python threads from now on (``native_threads``)."""
+    _state["native"] = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_native_threads)
 
 
 def weight_gradient(sums: np.ndarray, taps: slice, dw: np.ndarray) -> None:

@@ -17,6 +17,7 @@ from stridenet.functional._tiled_products import VECTOR_BYTES, fetch_add, tile_p
 _ROW_MAJOR, _NO_TRANS, _TRANS = np.int32(101), np.int32(111), np.int32(112)
 
 _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
+_jit_threads = numba.njit(nogil=True, cache=True, boundscheck=False, parallel=True)
 
 # Register tiles (``_tiled_products``) for the products: 8 pixels x 3 vectors, 8, 12 or 14 pixels x 2
 # vectors (28 of the 32 vector registers at most) or x 1 vector, and 24 x 1 for a sweep over all pixels;
@@ -595,15 +596,17 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
 @_jit
 def forward_blocks(gemm, next_block, bounds, x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top,
                    pad_left, phase_pixels, shifts, matrices, packed, bias, products, out_h, out_w, out, rectify,
-                   positive, pool_h, pool_w, one, zero):
+                   positive, pool_h, pool_w, one, zero, thread, taken):
     """``forward_block`` for every block of images ``bounds[i]:bounds[i + 1]`` this thread takes: each takes
     the next block not yet begun from the counter at ``next_block`` (shared by the threads, atomically),
-    until none is left. No Python runs between blocks, so a thread never waits for the GIL between them."""
+    until none is left, and writes ``thread`` into ``taken[i]``. No Python runs between blocks, so a
+    thread never waits for the GIL between them."""
     masked = positive.size > 0
     while True:
         i = fetch_add(next_block, np.int64(1))
         if i >= bounds.size - 1:
             return
+        taken[i] = thread
         n0, n1 = bounds[i], bounds[i + 1]
         mask = positive[n0:n1] if masked else positive
         forward_block(gemm, x[n0:n1], grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left,
@@ -615,7 +618,7 @@ def forward_blocks(gemm, next_block, bounds, x, grid, lead, width, rows_per_imag
 def backward_blocks(gemm, next_block, bounds, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_lead, x_width,
                     x_rows, stride_h, stride_w, pad_top, pad_left, phase_pixels, d_lead, d_width, d_rows, same, shifts,
                     kernel_w, dx_phases, dx_shifts, dx_matrices, dx_packed, dx_columns, products, rows, tiled, tap_sums,
-                    db, one, zero):
+                    db, one, zero, thread, taken):
     """``backward_block`` for every block this thread takes, as ``forward_blocks``: block i's weight-gradient
     sums into ``tap_sums[i]``, its bias gradient into ``db[i]`` (rows of zeros, or (blocks, 0) without
     bias); ``rows`` scratch for the largest block's gradient rows where ``tiled``."""
@@ -626,6 +629,7 @@ def backward_blocks(gemm, next_block, bounds, x, dout, positive, dx, grid_x, gri
         i = fetch_add(next_block, np.int64(1))
         if i >= bounds.size - 1:
             return
+        taken[i] = thread
         n0, n1 = bounds[i], bounds[i + 1]
         B = n1 - n0
         count = ((B - 1) * x_rows + dout.shape[1] - 1) * x_width + dout.shape[2]
@@ -639,6 +643,35 @@ def backward_blocks(gemm, next_block, bounds, x, dout, positive, dx, grid_x, gri
                        x_rows, stride_h, stride_w, pad_top, pad_left, phase_pixels, d_lead, d_width, d_rows, same,
                        shifts, kernel_w, dx_phases, dx_shifts, dx_matrices, dx_packed, dx_columns, products,
                        block_rows, rows_ready, tap_sums[i], count, db[i], one, zero)
+
+
+@_jit_threads
+def forward_threads(gemm, threads, bounds, x, grids, lead, width, rows_per_image, stride_h, stride_w, pad_top,
+                    pad_left, phase_pixels, shifts, matrices, packed, bias, products, out_h, out_w, out, rectify,
+                    positive, pool_h, pool_w, one, zero, taken):
+    """``forward_blocks`` on ``threads`` of numba's own threads at once (its threading layer's: no Python,
+    so no GIL, between the calling thread and the others): thread i with scratch ``grids[i]`` and
+    ``products[i]``, every thread taking blocks from one counter; block j's taker into ``taken[j]``."""
+    counter = np.zeros(1, np.int64)
+    for i in numba.prange(threads):
+        forward_blocks(gemm, _address(counter), bounds, x, grids[i], lead, width, rows_per_image, stride_h, stride_w,
+                       pad_top, pad_left, phase_pixels, shifts, matrices, packed, bias, products[i], out_h, out_w, out,
+                       rectify, positive, pool_h, pool_w, one, zero, i, taken)
+
+
+@_jit_threads
+def backward_threads(gemm, threads, bounds, x, dout, positive, dx, grids_x, grids_dout, grids_on_x, x_lead, x_width,
+                     x_rows, stride_h, stride_w, pad_top, pad_left, phase_pixels, d_lead, d_width, d_rows, same, shifts,
+                     kernel_w, dx_phases, dx_shifts, dx_matrices, dx_packed, columns, products, rows, tiled, tap_sums,
+                     db, one, zero, taken):
+    """``backward_blocks`` on ``threads`` of numba's threads at once, as ``forward_threads``: thread i with the
+    i-th of each stack of scratch arrays (``grids_x`` ... ``rows``)."""
+    counter = np.zeros(1, np.int64)
+    for i in numba.prange(threads):
+        backward_blocks(gemm, _address(counter), bounds, x, dout, positive, dx, grids_x[i], grids_dout[i],
+                        grids_on_x[i], x_lead, x_width, x_rows, stride_h, stride_w, pad_top, pad_left, phase_pixels,
+                        d_lead, d_width, d_rows, same, shifts, kernel_w, dx_phases, dx_shifts, dx_matrices, dx_packed,
+                        columns[i], products[i], rows[i], tiled, tap_sums, db, one, zero, i, taken)
 
 
 @_jit

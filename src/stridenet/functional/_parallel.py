@@ -128,7 +128,7 @@ def run_parallel(task: Callable[[slice], T], slices: Sequence[slice]) -> list[T]
                 errors[index] = error
 
     pool = _pool()
-    with _single_threaded_blas():
+    with single_threaded_blas():
         helpers = [pool.submit(work) for _ in range(min(get_num_threads(), len(slices)) - 1)]
         try:
             work()
@@ -193,7 +193,7 @@ def _pool() -> ThreadPoolExecutor:
 
 
 @contextmanager
-def _single_threaded_blas() -> Iterator[None]:
+def single_threaded_blas() -> Iterator[None]:
     """Hold NumPy's BLAS to one thread while any parallel region runs, then restore its setting.
 
     Without threadpoolctl, or with a BLAS it cannot find, the BLAS keeps its own threads.

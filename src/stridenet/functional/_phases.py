@@ -9,7 +9,7 @@ on one grid, each image of each phase ``width`` = W_out + (kW-1) div S pixels a 
 rows_per_image + h) * width + w): every tap becomes one shift on that grid, as on ``_shifted``'s, and
 the compiled engine's register-tiled products and weight-gradient tiles run on it as they are
 (``_compiled_kernels.tiled_products``, ``tiled_weight_sums``). Each thread is one compiled call that
-takes block after block of images (``_shifted.share_blocks``), lays its phases out
+takes block after block of images (``_compiled.forward_blocks``), lays its phases out
 (``lay_out_phases``; the phases a fixed distance apart, that of the largest block, so that every
 block has the same shifts) and computes from them.
 
@@ -207,14 +207,14 @@ def forward(x: np.ndarray, w: _shifted.Filters, b: np.ndarray | None, axes: Axes
     h, v = axes
     layout = _PhaseLayout.of(axes)
 
-    def take_blocks(next_block: np.ndarray, bounds: np.ndarray, largest: int) -> None:
-        _compiled.forward_blocks(
-            next_block, bounds, x, scratch("phase_grid", (layout.pixels(largest), C), x.dtype), layout.extent,
-            layout.shifts(axes, largest), w.matrices, w.packed, b,
-            scratch("shifted_out", (largest * layout.rows_per_image * layout.width, K), x.dtype), (h.out, v.out),
-            out, rectify, positive, phases=layout.phases(largest))
-
-    _shifted.share_blocks(blocks(x.shape[0], axes, C, K, x.itemsize), x.size + out.size, take_blocks)
+    block_list = blocks(x.shape[0], axes, C, K, x.itemsize)
+    threads = _shifted.thread_count(block_list, x.size + out.size)
+    bounds, largest = _shifted.block_bounds(block_list)
+    _compiled.forward_blocks(
+        threads, bounds, x, scratch("threads_grid_x", (threads, layout.pixels(largest), C), x.dtype), layout.extent,
+        layout.shifts(axes, largest), w.matrices, w.packed, b,
+        scratch("threads_products", (threads, largest * layout.rows_per_image * layout.width, K), x.dtype),
+        (h.out, v.out), out, rectify, positive, phases=layout.phases(largest))
 
 
 def backward(x: np.ndarray, dout: np.ndarray, gradient: _compiled.InputGradient | None, axes: Axes,
@@ -238,20 +238,18 @@ def backward(x: np.ndarray, dout: np.ndarray, gradient: _compiled.InputGradient 
     positive = None if positive is None else contiguous_copy(positive)
     db_rows = np.zeros((len(block_list), K if has_bias else 0), np.float64)
 
-    def take_blocks(next_block: np.ndarray, bounds: np.ndarray, largest: int) -> None:
-        unused = np.empty((0, 0), x.dtype)
-        outputs = largest * layout.rows_per_image * layout.width
-        grids = (scratch("phase_grid", (layout.pixels(largest), C), x.dtype),
-                 unused if dx is None else _shifted.fresh_grid("grid_dout", gradient_layout.pixels(largest), K,
-                                                               x.dtype),
-                 unused if tiled else scratch("phase_dout", (outputs, K), x.dtype))
-        products = unused if dx is None else \
-            scratch("shifted_dx", (gradient_layout.at_start().pixels(largest), C), x.dtype)
-        rows = scratch("shifted_rows", (largest * h.out * v.out, K), x.dtype) if tiled else unused
-        _compiled.backward_blocks(next_block, bounds, x, dout, positive, dx, grids, layout.extent, gradient, False,
-                                  layout.shifts(axes, largest), 1, products, rows, tiled, sums, db_rows,
-                                  phases=layout.phases(largest),
-                                  columns=None if columns is None else scratch("dx_columns", columns, x.dtype))
+    threads = _shifted.thread_count(block_list, x.size + dout.size)
+    bounds, largest = _shifted.block_bounds(block_list)
+    stack = functools.partial(_shifted.thread_scratch, threads=threads, dtype=x.dtype)
 
-    _shifted.share_blocks(block_list, x.size + dout.size, take_blocks)
+    outputs = largest * layout.rows_per_image * layout.width
+    grids = (stack("threads_grid_x", (layout.pixels(largest), C)),
+             stack("threads_grid_dout", (gradient_layout.pixels(largest), K), dx is not None),
+             stack("threads_grid_dout_on_x", (outputs, K), not tiled))
+    products = stack("threads_products_dx", (gradient_layout.at_start().pixels(largest), C), dx is not None)
+    rows = stack("threads_rows", (largest * h.out * v.out, K), tiled)
+    _compiled.backward_blocks(threads, bounds, x, dout, positive, dx, grids, layout.extent, gradient, False,
+                              layout.shifts(axes, largest), 1, products, rows, tiled, sums, db_rows,
+                              phases=layout.phases(largest),
+                              columns=None if columns is None else stack("threads_columns", columns))
     return total(list(db_rows)) if has_bias else None

@@ -156,14 +156,12 @@ def forward(x: np.ndarray, w: Filters, b: np.ndarray | None, axes: Axes, out: np
     layout = Layout.of(axes)
     block_list = blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False)
     if _compiled.available(x.dtype):
-        def take_blocks(next_block: np.ndarray, bounds: np.ndarray, largest: int) -> None:
-            _compiled.forward_blocks(
-                next_block, bounds, x, fresh_grid("grid_x", layout.pixels(largest), x.shape[3], x.dtype),
-                layout.extent, layout.shift_array(axes), w.matrices, w.packed, b,
-                scratch("shifted_out", (layout.at_start().pixels(largest), K), x.dtype), (h.out, v.out), out,
-                rectify, positive, pool)
-
-        share_blocks(block_list, x.size + out.size, take_blocks)
+        threads, (bounds, largest) = thread_count(block_list, x.size + out.size), block_bounds(block_list)
+        _compiled.forward_blocks(
+            threads, bounds, x, scratch("threads_grid_x", (threads, layout.pixels(largest), x.shape[3]), x.dtype),
+            layout.extent, layout.shift_array(axes), w.matrices, w.packed, b,
+            scratch("threads_products", (threads, layout.at_start().pixels(largest), K), x.dtype), (h.out, v.out),
+            out, rectify, positive, pool)
         return
 
     def one_block(block: slice) -> None:
@@ -239,28 +237,30 @@ def backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | None, axes: 
     return db
 
 
-def share_blocks(block_list: list[slice], size: int, take_blocks: Callable[[np.ndarray, np.ndarray, int], None]
-                 ) -> None:
-    """Run ``take_blocks(next_block, bounds, largest)`` once on each thread that takes blocks (``_threads``;
-    ``size``: the work's array elements): a compiled call (``_compiled.forward_blocks``) that takes block
-    after block of ``bounds[i]:bounds[i + 1]`` from the shared counter ``next_block``, with scratch
-    arrays for ``largest`` images."""
+def block_bounds(block_list: list[slice]) -> tuple[np.ndarray, int]:
+    """The blocks as the compiled threads take them (``_compiled.forward_blocks``): their bounds (block j is
+    images ``bounds[j]:bounds[j + 1]``), and the most images a block has (what scratch is sized for)."""
     bounds = np.array([block.start for block in block_list] + [block_list[-1].stop], np.int64)
-    largest, next_block = max(block.stop - block.start for block in block_list), np.zeros(1, np.int64)
-    run_parallel(lambda _: take_blocks(next_block, bounds, largest), _threads(block_list, size))
+    return bounds, max(block.stop - block.start for block in block_list)
 
 
-def _threads(block_list: list[slice], size: int) -> list[slice]:
-    """One task per thread that takes blocks (at most one per block), or one where the work (``size``
-    array elements) is not worth a hand-off."""
-    count = min(len(image_slices(len(block_list), size)), len(block_list))
-    return [slice(i, i + 1) for i in range(count)]
+def thread_scratch(name: str, shape: tuple[int, int] | None, needed: bool = True, *, threads: int,
+                   dtype: np.dtype) -> np.ndarray:
+    """Scratch ``name`` of ``shape`` for each of ``threads`` threads (threads, *shape), or an empty stack
+    (threads, 0, 0) where not ``needed`` (or no shape)."""
+    return scratch(name, (threads, *shape), dtype) if needed and shape else np.empty((threads, 0, 0), dtype)
+
+
+def thread_count(block_list: list[slice], size: int) -> int:
+    """Threads that take blocks (at most one per block), or one where the work (``size`` array
+    elements) is not worth a hand-off."""
+    return min(len(image_slices(len(block_list), size)), len(block_list))
 
 
 def _each_block(task: Callable[[slice], None], block_list: list[slice], size: int) -> None:
     """``task`` on every block: each a task for whichever thread is free, or all on this thread where the
     work (``size`` array elements) is not worth a hand-off."""
-    if len(_threads(block_list, size)) <= 1:
+    if thread_count(block_list, size) <= 1:
         for block in block_list:
             task(block)
     else:
@@ -310,28 +310,18 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | No
     positive = None if positive is None else contiguous_copy(positive)
     db_rows = np.zeros((len(block_list), K if has_bias else 0), np.float64)
 
-    def take_blocks(next_block: np.ndarray, bounds: np.ndarray, largest: int) -> None:
-        unused = np.empty((0, 0), x.dtype)
-        grids = (fresh_grid("grid_x", layout.pixels(largest), C, x.dtype),
-                 unused if dx is None else fresh_grid("grid_dout", gradient_layout.pixels(largest), K, x.dtype),
-                 unused if tiled or (dx is not None and same) else
-                 fresh_grid("grid_dout_on_x", layout.at_start().pixels(largest), K, x.dtype))
-        products = unused if dx is None else \
-            scratch("shifted_dx", (gradient_layout.at_start().pixels(largest), C), x.dtype)
-        rows = scratch("shifted_rows", (largest * h.out * v.out, K), x.dtype) if tiled else unused
-        _compiled.backward_blocks(next_block, bounds, x, dout, positive, dx, grids, layout.extent, gradient, same,
-                                  layout.shift_array(axes), v.kernel, products, rows, tiled, sums, db_rows,
-                                  columns=None if columns is None else scratch("dx_columns", columns, x.dtype))
-
-    share_blocks(block_list, x.size + dout.size, take_blocks)
+    threads, (bounds, largest) = thread_count(block_list, x.size + dout.size), block_bounds(block_list)
+    stack = functools.partial(thread_scratch, threads=threads, dtype=x.dtype)
+    grids = (stack("threads_grid_x", (layout.pixels(largest), C)),
+             stack("threads_grid_dout", (gradient_layout.pixels(largest), K), dx is not None),
+             stack("threads_grid_dout_on_x", (layout.at_start().pixels(largest), K),
+                   not (tiled or (dx is not None and same))))
+    products = stack("threads_products_dx", (gradient_layout.at_start().pixels(largest), C), dx is not None)
+    rows = stack("threads_rows", (largest * h.out * v.out, K), tiled)
+    _compiled.backward_blocks(threads, bounds, x, dout, positive, dx, grids, layout.extent, gradient, same,
+                              layout.shift_array(axes), v.kernel, products, rows, tiled, sums, db_rows,
+                              columns=None if columns is None else stack("threads_columns", columns))
     return db_rows
-
-
-def fresh_grid(name: str, pixels: int, channels: int, dtype: np.dtype) -> np.ndarray:
-    """Scratch ``name`` as a (pixels, channels) grid for a compiled kernel, which writes every pixel,
-    zeros included, in its own layout: ``_bordered``'s record of the zeros there is void."""
-    _zeroed_grids().pop(name, None)
-    return scratch(name, (pixels, channels), dtype)
 
 
 class Layout(NamedTuple):
@@ -514,7 +504,7 @@ def _bordered(name: str, values: np.ndarray, layout: Layout, positive: np.ndarra
 
     With a ReLU mask ``positive`` the values are taken through the ReLU on the way (``through_relu``;
     with ``exact=False`` its plain multiply, which the caller checks). Only this function writes these
-    scratch arrays' gaps (a compiled kernel given one through ``fresh_grid`` voids the record first),
+    scratch arrays' gaps (the compiled kernels lay their grids out in scratch arrays of their own),
     so when the last grid written to ``name`` by this thread had the same shape and place, its zeros
     are still there and only the values are copied.
     """
