@@ -286,6 +286,39 @@ def _relu_in_child(x: np.ndarray, results) -> None:
     results.put(relu_forward(x)[0])
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+def test_a_forked_child_convolves_after_the_parent_used_numbas_threads(split, monkeypatch) -> None:
+    """GNU OpenMP's threads do not survive fork(): a child of a parent whose compiled engine ran on numba's
+    threads (``_compiled.native_threads``) takes Python's, and does not hang."""
+    from stridenet.functional import _compiled, _im2col
+    if not (_compiled.available(np.float32) and _compiled.native_threads()):
+        pytest.skip("the compiled engine does not run on numba's threads here")
+    monkeypatch.setattr(_im2col, "COLS_BUDGET", 20_000)   # blocks of an image or two: both threads take some
+    rng = np.random.default_rng(7)
+    x = channels_last(rng.standard_normal((N, 16, 10, 10)).astype(np.float32))
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    expected, _ = conv2d_forward(x, w, None, 1, 1)   # the parent's pass: numba's threads, where they run
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_convolve_in_child, args=(x, w, results))
+    child.start()
+    try:   # read before joining: the child's result is larger than the pipe holds
+        native, out = results.get(timeout=120)
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0, "the forked child failed"
+    assert native is False, "the child kept numba's threads"
+    np.testing.assert_array_equal(out, expected)
+
+
+def _convolve_in_child(x: np.ndarray, w: np.ndarray, results) -> None:
+    from stridenet.functional import _compiled
+    out = conv2d_forward(x, w, None, 1, 1)[0]   # blocks on Python's threads
+    results.put((_compiled._state["native"], np.ascontiguousarray(out)))
+
+
 def test_split_results_are_bit_identical_from_call_to_call(split) -> None:
     """Per-range sums are added in range order, never in the order the threads finish: a run is
     reproducible for a given thread count."""
