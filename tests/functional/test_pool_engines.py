@@ -92,3 +92,29 @@ def test_a_gradient_in_the_other_layout_and_an_nchw_input_still_pool_right(dtype
         out, cache = max_pool2d_forward(layout(x), 2)
         np.testing.assert_array_equal(out, naive.max_pool2d_forward(x, (2, 2), (2, 2)))
         np.testing.assert_array_equal(max_pool2d_backward(dout, cache), expected)   # dout NCHW-contiguous
+
+
+@pytest.mark.parametrize("name", ["2x2", "2x2-uncovered-edges", "3x3"])
+def test_ranges_on_numbas_threads_match_pythons(name: str, monkeypatch) -> None:
+    """The batch in ranges of an image or two (no size threshold), all pooled at once on numba's threads
+    (``_compiled.native_ranges``), forward and backward: the bits of each range a Python thread's task."""
+    import stridenet.functional._parallel as parallel
+    monkeypatch.setenv("STRIDENET_NUMBA", "1")
+    if not (compiled.available(np.float32) and compiled._threading_layer_is_safe()):
+        pytest.skip("numba's threads do not run the compiled kernels here")
+    shape, kernel = CASES[name]
+    x = channels_last(_inputs((5, *shape[1:]), np.float32, seed=4))
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_SIZE", 0)
+    monkeypatch.setattr(parallel, "RANGES_PER_THREAD", 2)
+    results = {}
+    with parallel.num_threads(2):
+        assert len(parallel.image_slices(5, x.size)) == 4
+        for native in (True, False):
+            monkeypatch.setitem(compiled._state, "native", native)
+            assert (compiled.native_ranges(parallel.image_slices(5, x.size)) is not None) is native
+            out, cache = max_pool2d_forward(x, kernel)
+            dout = channels_last(np.random.default_rng(5).standard_normal(out.shape).astype(np.float32))
+            results[native] = (out, max_pool2d_backward(dout, cache))
+    for ours, theirs in zip(results[True], results[False], strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(results[True][0], naive.max_pool2d_forward(x, kernel, kernel))

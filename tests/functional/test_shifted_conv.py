@@ -734,6 +734,12 @@ def test_the_blocks_weight_sums_are_added_in_float64_block_after_block(shape: tu
     dw = shifted.weight_gradient(sums, w)
     assert dw.dtype == dtype and dw.flags.c_contiguous
     np.testing.assert_array_equal(dw, expected)
+    with parallel.num_threads(2), pytest.MonkeyPatch.context() as patch:   # the taps in ranges, however few
+        patch.setattr(parallel, "MIN_PARALLEL_SIZE", 0)
+        patch.setattr(parallel, "RANGES_PER_THREAD", 2)
+        for native in (True, False):   # numba's threads (where the compiled engine runs on them), Python's
+            patch.setitem(compiled._state, "native", native and compiled._threading_layer_is_safe())
+            np.testing.assert_array_equal(shifted.weight_gradient(sums, w), expected)
 
 
 @pytest.mark.parametrize(("size", "tiled", "widest"), [(8, True, 3), (3, False, 2), (14, True, 2)],

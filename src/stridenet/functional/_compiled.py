@@ -272,23 +272,44 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_native_threads)
 
 
-def weight_gradient(sums: np.ndarray, taps: slice, dw: np.ndarray) -> None:
-    """``_shifted.weight_gradient``, compiled, for a range of ``taps`` (row-major): dw (K, C, kH, kW) from
-    the blocks' sums (blocks, kH*kW, C, K)."""
-    _kernels().weight_gradient(sums, dw.shape[3], taps.start, taps.stop, dw)
+def native_ranges(ranges: list[slice]) -> np.ndarray | None:
+    """The bounds of several ``ranges`` (range i is ``bounds[i]:bounds[i + 1]``) for a kernel below to run
+    all at once on numba's threads (``native_threads``), or None: one range, or Python's threads, each
+    range a call of its own (``_parallel.run_parallel``)."""
+    if len(ranges) <= 1 or not native_threads():
+        return None
+    return np.array([r.start for r in ranges] + [ranges[-1].stop], np.int64)
 
 
-def max_pool_tiled_forward(x: np.ndarray, kernel: tuple[int, int], out: np.ndarray) -> None:
+def weight_gradient(sums: np.ndarray, taps: slice | np.ndarray, dw: np.ndarray) -> None:
+    """``_shifted.weight_gradient``, compiled, for a range of ``taps`` (row-major), or for every range of the
+    ``native_ranges`` bounds at once: dw (K, C, kH, kW) from the blocks' sums (blocks, kH*kW, C, K)."""
+    if isinstance(taps, slice):
+        _kernels().weight_gradient(sums, dw.shape[3], taps.start, taps.stop, dw)
+    else:
+        _kernels().weight_gradient_threads(sums, dw.shape[3], taps, dw)
+
+
+def max_pool_tiled_forward(x: np.ndarray, kernel: tuple[int, int], out: np.ndarray,
+                           ranges: np.ndarray | None = None) -> None:
     """Max pooling where the windows tile the image (stride = kernel, no padding): x (N, H, W, C) ->
-    out (N, H_out, W_out, C), both channels-last views, in one compiled pass."""
-    _kernels().max_pool_tiled_forward(x, *kernel, out)
+    out (N, H_out, W_out, C), both channels-last views, in one compiled pass; with the ``native_ranges``
+    bounds, every range of images at once on numba's threads."""
+    if ranges is None:
+        _kernels().max_pool_tiled_forward(x, *kernel, out)
+    else:
+        _kernels().max_pool_tiled_forward_threads(x, *kernel, out, ranges)
 
 
 def max_pool_tiled_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray, kernel: tuple[int, int],
-                            dx: np.ndarray) -> None:
+                            dx: np.ndarray, ranges: np.ndarray | None = None) -> None:
     """Its gradient: dout, out (N, H_out, W_out, C), x (N, H, W, C) -> dx (N, H, W, C), in one pass,
-    by the rule of ``pool.max_pool2d_backward`` (first maximum; a NaN, the last NaN)."""
-    _kernels().max_pool_tiled_backward(dout, x, out, *kernel, dx)
+    by the rule of ``pool.max_pool2d_backward`` (first maximum; a NaN, the last NaN); ``ranges`` as
+    ``max_pool_tiled_forward``'s."""
+    if ranges is None:
+        _kernels().max_pool_tiled_backward(dout, x, out, *kernel, dx)
+    else:
+        _kernels().max_pool_tiled_backward_threads(dout, x, out, *kernel, dx, ranges)
 
 
 def _or_empty(a: np.ndarray | None, dtype: Any, ndim: int) -> np.ndarray:

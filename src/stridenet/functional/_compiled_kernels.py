@@ -753,3 +753,27 @@ def max_pool_tiled_backward(dout, x, out, kh, kw, dx):
                     target = dx[n, y0 + t // kw, x0 + t % kw]
                     for c in range(C):
                         target[c] = g[c] if chosen[c] == t else zero
+
+
+@_jit_threads
+def weight_gradient_threads(sums, kernel_w, bounds, dw):
+    """``weight_gradient`` for the taps ``bounds[i]:bounds[i + 1]`` of every i at once, on numba's threads."""
+    for i in numba.prange(bounds.size - 1):
+        weight_gradient(sums, kernel_w, bounds[i], bounds[i + 1], dw)
+
+
+@_jit_threads
+def max_pool_tiled_forward_threads(x, kh, kw, out, bounds):
+    """``max_pool_tiled_forward`` for the images ``bounds[i]:bounds[i + 1]`` of every i at once, on numba's threads."""
+    for i in numba.prange(bounds.size - 1):
+        n0, n1 = bounds[i], bounds[i + 1]
+        max_pool_tiled_forward(x[n0:n1], kh, kw, out[n0:n1])
+
+
+@_jit_threads
+def max_pool_tiled_backward_threads(dout, x, out, kh, kw, dx, bounds):
+    """``max_pool_tiled_backward`` for the images ``bounds[i]:bounds[i + 1]`` of every i at once, on numba's
+    threads."""
+    for i in numba.prange(bounds.size - 1):
+        n0, n1 = bounds[i], bounds[i + 1]
+        max_pool_tiled_backward(dout[n0:n1], x[n0:n1], out[n0:n1], kh, kw, dx[n0:n1])

@@ -117,7 +117,13 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
     """
     axes = _pool_axes(x, kernel_size, stride, padding, dilation, ceil_mode)
     out = empty_nchw((*x.shape[:2], axes[0].out, axes[1].out), x.dtype, is_channels_last(x))
-    run_parallel(lambda s: _max_of_taps(x[s], axes, out[s]), image_slices(x.shape[0], x.size))
+    ranges = image_slices(x.shape[0], x.size)
+    bounds = _compiled.native_ranges(ranges) if _compiled_tiles(x, axes) else None
+    if bounds is not None:   # every range at once, on numba's threads
+        _compiled.max_pool_tiled_forward(x.transpose(0, 2, 3, 1), (axes[0].kernel, axes[1].kernel),
+                                         out.transpose(0, 2, 3, 1), bounds)
+    else:
+        run_parallel(lambda s: _max_of_taps(x[s], axes, out[s]), ranges)
     return out, MaxPool2dCache(x, out, axes)
 
 
@@ -165,8 +171,13 @@ def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
     channels_last = is_channels_last(x)
     dout = _in_layout(dout, channels_last)
     dx = empty_nchw(x.shape, dout.dtype, channels_last)
-    run_parallel(lambda s: _route_to_max(dout[s], x[s], out[s], axes, dx[s], channels_last),
-                 image_slices(x.shape[0], x.size))
+    ranges = image_slices(x.shape[0], x.size)
+    bounds = _compiled.native_ranges(ranges) if _compiled_tiles(x, axes) and dout.dtype == x.dtype else None
+    if bounds is not None:   # every range at once, on numba's threads
+        _compiled.max_pool_tiled_backward(*(a.transpose(0, 2, 3, 1) for a in (dout, x, out)),
+                                          (axes[0].kernel, axes[1].kernel), dx.transpose(0, 2, 3, 1), bounds)
+    else:
+        run_parallel(lambda s: _route_to_max(dout[s], x[s], out[s], axes, dx[s], channels_last), ranges)
     return dx
 
 
