@@ -137,7 +137,8 @@ def input_gradient(w: np.ndarray, axes: Axes) -> _compiled.InputGradient:
 
 def gradient_phases(axis: WindowAxis, size: int) -> list[tuple[int, list[int], WindowAxis]]:
     """For each remainder r of input rows mod S: r, the taps reaching those rows, and the geometry
-    of the stride-1 convolution over dout (size H_out) that yields rows r, r + S, ..."""
+    of the stride-1 convolution over dout (size H_out) that yields rows r, r + S, ... (for rows no tap
+    reaches, only its ``out``, their count, holds)."""
     S, D, F, P = axis.stride, axis.dilation, axis.kernel, axis.pad_lo
     phases = []
     for r in range(min(S, size)):
