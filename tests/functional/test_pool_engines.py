@@ -97,7 +97,7 @@ def test_a_gradient_in_the_other_layout_and_an_nchw_input_still_pool_right(dtype
 @pytest.mark.parametrize("name", ["2x2", "2x2-uncovered-edges", "3x3"])
 def test_ranges_on_numbas_threads_match_pythons(name: str, monkeypatch) -> None:
     """The batch in ranges of an image or two (no size threshold), all pooled at once on numba's threads
-    (``_compiled.native_ranges``), forward and backward: the bits of each range a Python thread's task."""
+    (``_compiled._native_ranges``), forward and backward: the bits of each range a Python thread's task."""
     import stridenet.functional._parallel as parallel
     monkeypatch.setenv("STRIDENET_NUMBA", "1")
     if not (compiled.available(np.float32) and compiled._threading_layer_is_safe()):
@@ -111,7 +111,7 @@ def test_ranges_on_numbas_threads_match_pythons(name: str, monkeypatch) -> None:
         assert len(parallel.image_slices(5, x.size)) == 4
         for native in (True, False):
             monkeypatch.setitem(compiled._state, "native", native)
-            assert (compiled.native_ranges(parallel.image_slices(5, x.size)) is not None) is native
+            assert (compiled._native_ranges(parallel.image_slices(5, x.size)) is not None) is native
             out, cache = max_pool2d_forward(x, kernel)
             dout = channels_last(np.random.default_rng(5).standard_normal(out.shape).astype(np.float32))
             results[native] = (out, max_pool2d_backward(dout, cache))

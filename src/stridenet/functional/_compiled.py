@@ -272,44 +272,48 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_native_threads)
 
 
-def native_ranges(ranges: list[slice]) -> np.ndarray | None:
-    """The bounds of several ``ranges`` (range i is ``bounds[i]:bounds[i + 1]``) for a kernel below to run
-    all at once on numba's threads (``native_threads``), or None: one range, or Python's threads, each
-    range a call of its own (``_parallel.run_parallel``)."""
-    if len(ranges) <= 1 or not native_threads():
+def _native_ranges(ranges: list[slice] | None) -> np.ndarray | None:
+    """The bounds of several ``ranges`` (range i is ``bounds[i]:bounds[i + 1]``) for a kernel's ``*_threads``
+    version to run them all at once on numba's threads (``native_threads``), or None: no ranges or one, or
+    Python's threads."""
+    if ranges is None or len(ranges) <= 1 or not native_threads():
         return None
     return np.array([r.start for r in ranges] + [ranges[-1].stop], np.int64)
 
 
-def weight_gradient(sums: np.ndarray, taps: slice | np.ndarray, dw: np.ndarray) -> None:
-    """``_shifted.weight_gradient``, compiled, for a range of ``taps`` (row-major), or for every range of the
-    ``native_ranges`` bounds at once: dw (K, C, kH, kW) from the blocks' sums (blocks, kH*kW, C, K)."""
-    if isinstance(taps, slice):
-        _kernels().weight_gradient(sums, dw.shape[3], taps.start, taps.stop, dw)
+def weight_gradient(sums: np.ndarray, dw: np.ndarray, ranges: list[slice]) -> None:
+    """``_shifted.weight_gradient``, compiled: dw (K, C, kH, kW) from the blocks' sums (blocks, kH*kW, C, K),
+    each range of taps (row-major) on a thread of its own (numba's, or Python's)."""
+    kernels, bounds = _kernels(), _native_ranges(ranges)
+    if bounds is not None:
+        kernels.weight_gradient_threads(sums, dw.shape[3], bounds, dw)
     else:
-        _kernels().weight_gradient_threads(sums, dw.shape[3], taps, dw)
+        run_parallel(lambda taps: kernels.weight_gradient(sums, dw.shape[3], taps.start, taps.stop, dw), ranges)
 
 
 def max_pool_tiled_forward(x: np.ndarray, kernel: tuple[int, int], out: np.ndarray,
-                           ranges: np.ndarray | None = None) -> None:
+                           ranges: list[slice] | None = None) -> None:
     """Max pooling where the windows tile the image (stride = kernel, no padding): x (N, H, W, C) ->
-    out (N, H_out, W_out, C), both channels-last views, in one compiled pass; with the ``native_ranges``
-    bounds, every range of images at once on numba's threads."""
-    if ranges is None:
-        _kernels().max_pool_tiled_forward(x, *kernel, out)
+    out (N, H_out, W_out, C), both channels-last views, in one compiled pass; with ``ranges`` of images,
+    each on a thread of its own (numba's, or Python's)."""
+    kernels, bounds = _kernels(), _native_ranges(ranges)
+    if bounds is not None:
+        kernels.max_pool_tiled_forward_threads(x, *kernel, out, bounds)
     else:
-        _kernels().max_pool_tiled_forward_threads(x, *kernel, out, ranges)
+        run_parallel(lambda s: kernels.max_pool_tiled_forward(x[s], *kernel, out[s]), ranges or [slice(None)])
 
 
 def max_pool_tiled_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray, kernel: tuple[int, int],
-                            dx: np.ndarray, ranges: np.ndarray | None = None) -> None:
+                            dx: np.ndarray, ranges: list[slice] | None = None) -> None:
     """Its gradient: dout, out (N, H_out, W_out, C), x (N, H, W, C) -> dx (N, H, W, C), in one pass,
     by the rule of ``pool.max_pool2d_backward`` (first maximum; a NaN, the last NaN); ``ranges`` as
     ``max_pool_tiled_forward``'s."""
-    if ranges is None:
-        _kernels().max_pool_tiled_backward(dout, x, out, *kernel, dx)
+    kernels, bounds = _kernels(), _native_ranges(ranges)
+    if bounds is not None:
+        kernels.max_pool_tiled_backward_threads(dout, x, out, *kernel, dx, bounds)
     else:
-        _kernels().max_pool_tiled_backward_threads(dout, x, out, *kernel, dx, ranges)
+        run_parallel(lambda s: kernels.max_pool_tiled_backward(dout[s], x[s], out[s], *kernel, dx[s]),
+                     ranges or [slice(None)])
 
 
 def _or_empty(a: np.ndarray | None, dtype: Any, ndim: int) -> np.ndarray:

@@ -279,12 +279,7 @@ def weight_gradient(sums: np.ndarray, w: np.ndarray) -> np.ndarray:
     float64, one block after another (the same numbers however many threads wrote them), rounded once."""
     dw = np.empty(w.shape, w.dtype)
     if _compiled.available(w.dtype):   # a few MB to read: every thread takes some taps
-        ranges = image_slices(sums.shape[1], sums.size)
-        bounds = _compiled.native_ranges(ranges)
-        if bounds is not None:
-            _compiled.weight_gradient(sums, bounds, dw)
-        else:
-            run_parallel(lambda taps: _compiled.weight_gradient(sums, taps, dw), ranges)
+        _compiled.weight_gradient(sums, dw, image_slices(sums.shape[1], sums.size))
         return dw
     K, C, kH, kW = w.shape
     total = sums[0].astype(np.float64)

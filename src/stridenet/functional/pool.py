@@ -118,10 +118,9 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
     axes = _pool_axes(x, kernel_size, stride, padding, dilation, ceil_mode)
     out = empty_nchw((*x.shape[:2], axes[0].out, axes[1].out), x.dtype, is_channels_last(x))
     ranges = image_slices(x.shape[0], x.size)
-    bounds = _compiled.native_ranges(ranges) if _compiled_tiles(x, axes) else None
-    if bounds is not None:   # every range at once, on numba's threads
+    if _compiled_tiles(x, axes):   # out has x's layout
         _compiled.max_pool_tiled_forward(x.transpose(0, 2, 3, 1), (axes[0].kernel, axes[1].kernel),
-                                         out.transpose(0, 2, 3, 1), bounds)
+                                         out.transpose(0, 2, 3, 1), ranges)
     else:
         run_parallel(lambda s: _max_of_taps(x[s], axes, out[s]), ranges)
     return out, MaxPool2dCache(x, out, axes)
@@ -172,10 +171,9 @@ def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
     dout = _in_layout(dout, channels_last)
     dx = empty_nchw(x.shape, dout.dtype, channels_last)
     ranges = image_slices(x.shape[0], x.size)
-    bounds = _compiled.native_ranges(ranges) if _compiled_tiles(x, axes) and dout.dtype == x.dtype else None
-    if bounds is not None:   # every range at once, on numba's threads
+    if _compiled_tiles(x, axes) and dout.dtype == x.dtype:   # out, dout and dx share x's layout
         _compiled.max_pool_tiled_backward(*(a.transpose(0, 2, 3, 1) for a in (dout, x, out)),
-                                          (axes[0].kernel, axes[1].kernel), dx.transpose(0, 2, 3, 1), bounds)
+                                          (axes[0].kernel, axes[1].kernel), dx.transpose(0, 2, 3, 1), ranges)
     else:
         run_parallel(lambda s: _route_to_max(dout[s], x[s], out[s], axes, dx[s], channels_last), ranges)
     return dx
@@ -183,12 +181,8 @@ def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
 
 def _route_to_max(dout: np.ndarray, x: np.ndarray, out: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
                   dx: np.ndarray, channels_last: bool) -> None:
-    """Write ``dx`` for a range of images (``dout`` in the layout of ``x``; see ``max_pool2d_backward``)."""
-    if _compiled_tiles(x, axes) and dout.dtype == x.dtype:   # out, dout and dx share x's layout
-        _compiled.max_pool_tiled_backward(dout.transpose(0, 2, 3, 1), x.transpose(0, 2, 3, 1),
-                                          out.transpose(0, 2, 3, 1), (axes[0].kernel, axes[1].kernel),
-                                          dx.transpose(0, 2, 3, 1))
-        return
+    """Write ``dx`` for a range of images (``dout`` in the layout of ``x``; see ``max_pool2d_backward``), where
+    the compiled engine does not (``_compiled_tiles``)."""
     # Sums are one pass without temporaries: finite means no NaN/inf inside. A non-finite gradient
     # sum (or an overflow) takes the exact general rule, only slower; infinite maxima are fine.
     with np.errstate(over="ignore", invalid="ignore"):
