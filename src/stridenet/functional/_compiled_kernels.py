@@ -594,6 +594,17 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
 
 
 @_jit
+def _take_block(next_block, bounds, thread, taken):
+    """The next block (of ``bounds``' blocks) not yet begun, from the counter at ``next_block`` that the
+    threads share (atomically), marked in ``taken`` as ``thread``'s; -1 when none is left."""
+    i = fetch_add(next_block, np.int64(1))
+    if i >= bounds.size - 1:
+        return np.int64(-1)
+    taken[i] = thread
+    return i
+
+
+@_jit
 def forward_blocks(gemm, next_block, bounds, x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top,
                    pad_left, phase_pixels, shifts, matrices, packed, bias, products, out_h, out_w, out, rectify,
                    positive, pool_h, pool_w, one, zero, thread, taken):
@@ -603,10 +614,9 @@ def forward_blocks(gemm, next_block, bounds, x, grid, lead, width, rows_per_imag
     thread never waits for the GIL between them."""
     masked = positive.size > 0
     while True:
-        i = fetch_add(next_block, np.int64(1))
-        if i >= bounds.size - 1:
+        i = _take_block(next_block, bounds, thread, taken)
+        if i < 0:
             return
-        taken[i] = thread
         n0, n1 = bounds[i], bounds[i + 1]
         mask = positive[n0:n1] if masked else positive
         forward_block(gemm, x[n0:n1], grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left,
@@ -626,10 +636,9 @@ def backward_blocks(gemm, next_block, bounds, x, dout, positive, dx, grid_x, gri
     K = dout.shape[3]
     pixels = dout.shape[1] * dout.shape[2]
     while True:
-        i = fetch_add(next_block, np.int64(1))
-        if i >= bounds.size - 1:
+        i = _take_block(next_block, bounds, thread, taken)
+        if i < 0:
             return
-        taken[i] = thread
         n0, n1 = bounds[i], bounds[i + 1]
         B = n1 - n0
         count = ((B - 1) * x_rows + dout.shape[1] - 1) * x_width + dout.shape[2]

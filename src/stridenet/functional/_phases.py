@@ -35,7 +35,7 @@ import numpy as np
 
 from stridenet.functional import _compiled, _im2col, _shifted
 from stridenet.functional._layout import scratch
-from stridenet.functional._parallel import contiguous_copy, total
+from stridenet.functional._parallel import total
 from stridenet.functional.geometry import WindowAxis, window_axis
 
 Axes = tuple[WindowAxis, WindowAxis]
@@ -227,30 +227,8 @@ def backward(x: np.ndarray, dout: np.ndarray, gradient: _compiled.InputGradient 
     block order, or None without bias. ``x`` (N, H, W, C) is the forward input and ``dout`` (N, H_out,
     W_out, K) its output's gradient (any strides), taken through the ReLU mask ``positive`` (as
     ``dout``) where given. The blocks are shared out between the threads, as in ``forward``."""
-    N, C, K = x.shape[0], x.shape[3], dout.shape[3]
-    h, v = axes
     layout = _PhaseLayout.of(axes)
-    gradient_layout = _gradient_geometry(axes)[0]
-    block_list = blocks(N, axes, C, K, x.itemsize)
-    columns = _compiled.column_scratch(gradient, C, x.dtype)
-    tiled = _compiled.weight_tiles_apply(C, K, layout.count(1, h.out, v.out), x.dtype, (1, 1))   # taps not evenly
-    # spaced along a row; the compiled blocks read the gradient (and mask) in place: contiguous, channels-last
-    dout = contiguous_copy(dout)
-    positive = None if positive is None else contiguous_copy(positive)
-    db_rows = np.zeros((len(block_list), K if has_bias else 0), np.float64)
-
-    threads = _shifted.thread_count(block_list, x.size + dout.size)
-    bounds, largest = _shifted.block_bounds(block_list)
-    stack = functools.partial(_shifted.thread_scratch, threads=threads, dtype=x.dtype)
-
-    outputs = largest * layout.rows_per_image * layout.width
-    grids = (stack("threads_grid_x", (layout.pixels(largest), C)),
-             stack("threads_grid_dout", (gradient_layout.pixels(largest), K), dx is not None),
-             stack("threads_grid_dout_on_x", (outputs, K), not tiled))
-    products = stack("threads_products_dx", (gradient_layout.at_start().pixels(largest), C), dx is not None)
-    rows = stack("threads_rows", (largest * h.out * v.out, K), tiled)
-    _compiled.backward_blocks(threads, bounds, x, dout, positive, dx, grids, layout.extent, gradient, False,
-                              layout.shifts(axes, largest), 1, products, rows, tiled, sums, db_rows,
-                              phases=layout.phases(largest),
-                              columns=None if columns is None else stack("threads_columns", columns))
+    db_rows = _shifted.compiled_backward(x, dout, positive, dx, gradient, sums, has_bias,
+                                         blocks(x.shape[0], axes, x.shape[3], dout.shape[3], x.itemsize), layout,
+                                         False, (1, 1), lambda images: layout.shifts(axes, images), layout.phases)
     return total(list(db_rows)) if has_bias else None

@@ -38,7 +38,7 @@ import functools
 import itertools
 import threading
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -292,10 +292,8 @@ def weight_gradient(sums: np.ndarray, w: np.ndarray) -> np.ndarray:
 def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | None, axes: Axes, sums: np.ndarray,
                        dx: np.ndarray | None, positive: np.ndarray | None, has_bias: bool,
                        block_list: list[slice]) -> np.ndarray:
-    """``backward`` with each thread one compiled call that takes block after block
-    (``_compiled.backward_blocks``): writes each block's sums for ``dw``; returns each block's ``db`` sums
-    (blocks, K) (or (blocks, 0) without bias)."""
-    C, K = x.shape[3], dout.shape[3]
+    """``backward`` on the compiled engine (``compiled_backward``): writes each block's sums for ``dw``; returns
+    each block's ``db`` sums (blocks, K) (or (blocks, 0) without bias)."""
     h, v = axes
     layout, gradient_axes, gradient_layout, same = _backward_layouts(axes)
     gradient = None
@@ -303,8 +301,31 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | No
         shifts = gradient_layout.shift_array(gradient_axes)
         phase = np.array([[0, 0, h.size, v.size, 0, shifts.size, 0, dx_filters.packed.size]], np.int64)
         gradient = _compiled.InputGradient(gradient_layout.extent, phase, shifts, *dx_filters)
+    return compiled_backward(x, dout, positive, dx, gradient, sums, has_bias, block_list, layout, same,
+                             (h.kernel, v.kernel), lambda _: layout.shift_array(axes))
+
+
+def compiled_backward(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | None, dx: np.ndarray | None,
+                      gradient: _compiled.InputGradient | None, sums: np.ndarray, has_bias: bool,
+                      block_list: list[slice], grid: Any, same: bool, kernel: tuple[int, int],
+                      shifts_for: Callable[[int], np.ndarray],
+                      phases_for: Callable[[int], tuple[int, int, int, int, int]] = lambda _: _compiled.STRIDE_1
+                      ) -> np.ndarray:
+    """The backward pass of a path on the compiled engine (this module's, ``_phases``'), its blocks shared out
+    between the threads (``_compiled.backward_blocks``): each thread's scratch stacked and sized for the
+    largest block, the gradient (and mask) made contiguous for the blocks to read in place. Writes ``dx``
+    unless None (its convolutions: ``gradient``) and each block's sums for ``dw`` into ``sums``; returns each
+    block's ``db`` sums (blocks, K) (or (blocks, 0) without bias).
+
+    ``grid``: the input's layout (``Layout`` or ``_phases``' phase layout: ``extent``, ``pixels``, ``count``,
+    ``rows_per_image``, ``width``); ``same``: the padded gradient lies on it; ``kernel``: the weight-gradient
+    tiles' view of the taps ((1, 1) where they are not evenly spaced along the grid's rows);
+    ``shifts_for(images)``/``phases_for(images)``: the taps' shifts and the grid's phases for blocks of up to
+    ``images`` images."""
+    C, K = x.shape[3], dout.shape[3]
+    out_h, out_w = dout.shape[1:3]
     columns = _compiled.column_scratch(gradient, C, x.dtype)
-    tiled = _compiled.weight_tiles_apply(C, K, layout.count(1, h.out, v.out), x.dtype, (h.kernel, v.kernel))
+    tiled = _compiled.weight_tiles_apply(C, K, grid.count(1, out_h, out_w), x.dtype, kernel)
     # the compiled blocks read the gradient (and mask) block by block in place: contiguous, channels-last
     dout = contiguous_copy(dout)
     positive = None if positive is None else contiguous_copy(positive)
@@ -312,14 +333,16 @@ def _compiled_backward(x: np.ndarray, dout: np.ndarray, dx_filters: Filters | No
 
     threads, (bounds, largest) = thread_count(block_list, x.size + dout.size), block_bounds(block_list)
     stack = functools.partial(thread_scratch, threads=threads, dtype=x.dtype)
-    grids = (stack("threads_grid_x", (layout.pixels(largest), C)),
-             stack("threads_grid_dout", (gradient_layout.pixels(largest), K), dx is not None),
-             stack("threads_grid_dout_on_x", (layout.at_start().pixels(largest), K),
+    d_lead, d_width, d_rows = (0, 0, 0) if gradient is None else gradient.grid_shape
+    grids = (stack("threads_grid_x", (grid.pixels(largest), C)),
+             stack("threads_grid_dout", ((d_lead + largest * d_rows) * d_width, K), dx is not None),
+             stack("threads_grid_dout_on_x", (largest * grid.rows_per_image * grid.width, K),
                    not (tiled or (dx is not None and same))))
-    products = stack("threads_products_dx", (gradient_layout.at_start().pixels(largest), C), dx is not None)
-    rows = stack("threads_rows", (largest * h.out * v.out, K), tiled)
-    _compiled.backward_blocks(threads, bounds, x, dout, positive, dx, grids, layout.extent, gradient, same,
-                              layout.shift_array(axes), v.kernel, products, rows, tiled, sums, db_rows,
+    products = stack("threads_products_dx", (largest * d_rows * d_width, C), dx is not None)
+    rows = stack("threads_rows", (largest * out_h * out_w, K), tiled)
+    _compiled.backward_blocks(threads, bounds, x, dout, positive, dx, grids, grid.extent, gradient, same,
+                              shifts_for(largest), kernel[1], products, rows, tiled, sums, db_rows,
+                              phases=phases_for(largest),
                               columns=None if columns is None else stack("threads_columns", columns))
     return db_rows
 
