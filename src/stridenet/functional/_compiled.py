@@ -117,6 +117,23 @@ def weight_tiles_apply(channels: int, filters: int, count: int, dtype: np.dtype,
                                                              *kernel)
 
 
+def pointwise(shifts: np.ndarray, width: int, rows_per_image: int, out_size: tuple[int, int],
+              stride: tuple[int, int] = (1, 1), pool: tuple[int, int] = (1, 1)) -> bool:
+    """Whether ``forward_blocks`` and ``backward_blocks`` compute a convolution pointwise: a 1x1 kernel (one
+    tap's ``shifts``), stride 1 and no padding on a grid ``width`` pixels a row and ``rows_per_image`` rows
+    an image, with (H_out, W_out) ``out_size`` outputs, not pooled. Its blocks then read x in place (no grid:
+    ``pixel_rows``) and write the products straight into the output (no products' scratch), in the same
+    order, to the same bits; the backward pass also needs its weight-gradient tiles (``weight_tiles_apply``)."""
+    return bool(_kernels().pointwise(shifts, width, rows_per_image, *out_size, *stride, *pool))
+
+
+def pixel_rows(x: np.ndarray) -> np.ndarray:
+    """x (N, H, W, C) itself where a pointwise convolution's blocks can read it in place (each image's
+    pixels, row after row, one step apart: the view of an NCHW array or a channels-last one), else a
+    channels-last copy."""
+    return x if _kernels().pixel_step(x) else np.ascontiguousarray(x)
+
+
 def forward_blocks(threads: int, bounds: np.ndarray, x: np.ndarray, grids: np.ndarray, grid_shape: tuple[int, int, int],
                    shifts: np.ndarray, matrices: np.ndarray | None, packed: np.ndarray, bias: np.ndarray | None,
                    products: np.ndarray, out_size: tuple[int, int], out: np.ndarray, rectify: bool,

@@ -32,6 +32,7 @@ _TAPS_BY_CHANNELS_3 = tile_product(3, 3, 3)
 _TAPS_BY_CHANNELS_2, _TAPS_BY_CHANNELS_1 = tile_product(2, 4, 3), tile_product(1, 4, 3)
 _TAP_GRID_2, _TAP_GRID_1 = tile_product(2, 3, 3), tile_product(1, 3, 3)
 PIXEL_ROWS, CHANNEL_ROWS = 24, 8   # the fewest pixels the products' tiles need; channels in a weight tile
+POINTWISE_ROWS = 8                 # pixels a tile of ``pointwise_products`` (the fewest an image needs)
 COLUMN_CHUNK = 2048                # pixels a chunk of ``few_output_products``' columns
 _ROW_TILES = (8, 12, 14)           # pixels per tile when tiles follow the output's rows
 _SUM_CHANNELS = 8                  # channels ``weight_gradient`` adds up at a time
@@ -217,26 +218,27 @@ def pack_filters(w, flip, widest):
 
 
 @_jit
-def _pixel_tile(vectors, rows, zero, a, a_row, shifts, taps, b, span, b_tap, steps, init, out, out_row):
-    """One tile of ``rows`` pixels x ``span`` outputs (``vectors`` vectors) for ``tiled_products``:
-    ``steps`` input channels of each of the ``taps`` taps."""
+def _pixel_tile(vectors, rows, zero, a, a_row, a_step, shifts, taps, b, span, b_tap, steps, init, out, out_row):
+    """One tile of ``rows`` pixels (``a_row`` apart) x ``span`` outputs (``vectors`` vectors) for
+    ``tiled_products`` and ``pointwise_products``: ``steps`` input channels (``a_step`` apart) of each of
+    the ``taps`` taps (their ``shifts`` in pixels)."""
     if vectors == 3:
-        _P3_8(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+        _P3_8(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif vectors == 2:
         if rows == 14:
-            _P2_14(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+            _P2_14(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
         elif rows == 12:
-            _P2_12(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+            _P2_12(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
         else:
-            _P2_8(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+            _P2_8(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif rows == 24:
-        _P1_24(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+        _P1_24(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif rows == 14:
-        _P1_14(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+        _P1_14(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif rows == 12:
-        _P1_12(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+        _P1_12(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     else:
-        _P1_8(zero, a, a_row, 1, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+        _P1_8(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
 
 
 @_jit
@@ -354,8 +356,89 @@ def _span_plan(k0, K, C, T, size, along_rows, widest, packed, bias):
 def _span_tile(vectors, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0, p0, out, size):
     """The tile at grid pixel ``p0`` of the span from ``k0``, over the pass of input channels from ``c0``."""
     span = vectors * (VECTOR_BYTES // size)
-    _pixel_tile(vectors, rows, zero, a + (p0 * C + c0) * size, C, shift_address, T, matrices + c0 * span * size, span,
-                C * span, min(chunk, C - c0), start if c0 == 0 else np.int64(-1), out + (p0 * K + k0) * size, K)
+    _pixel_tile(vectors, rows, zero, a + (p0 * C + c0) * size, C, 1, shift_address, T, matrices + c0 * span * size,
+                span, C * span, min(chunk, C - c0), start if c0 == 0 else np.int64(-1), out + (p0 * K + k0) * size, K)
+
+
+@_jit
+def pointwise(shifts, width, rows_per_image, out_h, out_w, stride_h, stride_w, pool_h, pool_w):
+    """Whether the blocks' convolution is pointwise (``pointwise_products``): one tap, stride 1, no padding (each
+    output pixel is its input pixel: the grid would be the input itself, the products the output), images of
+    a tile's pixels or more, not pooled."""
+    return shifts.size == 1 and stride_h * stride_w == 1 and pool_h * pool_w == 1 and width == out_w \
+        and rows_per_image == out_h and out_h * out_w >= POINTWISE_ROWS
+
+
+@_jit
+def pixel_step(x):
+    """Elements from each pixel of x (B, H, W, C) to the next, row after row through an image, where that is one
+    positive step (1 for a view of an NCHW array, C for a channels-last one) and the channels and images are
+    positive steps apart too; else 0 (the pointwise kernels then read a copy)."""
+    B, H, W = x.shape[:3]
+    size = x.itemsize
+    step = x.strides[2] if W > 1 else x.strides[1]
+    if H > 1 and W > 1 and x.strides[1] != W * x.strides[2]:
+        return 0
+    if step <= 0 or x.strides[3] <= 0 or (B > 1 and x.strides[0] <= 0):
+        return 0
+    if step % size or x.strides[3] % size or x.strides[0] % size:
+        return 0
+    return step // size
+
+
+@_jit
+def _pixel_runs(x):
+    """x's pixels (``pixel_step``) as runs at one step: (runs, pixels a run, pixel step, channel step, run step),
+    in elements: one run where the images follow one another at that step (channels-last), else one per image."""
+    B, H, W = x.shape[:3]
+    size = x.itemsize
+    pixel, channel = pixel_step(x), x.strides[3] // size
+    if B == 1 or x.strides[0] == H * W * pixel * size:
+        return 1, B * H * W, pixel, channel, 0
+    return B, H * W, pixel, channel, x.strides[0] // size
+
+
+@_jit
+def pointwise_products(x, packed, widest, bias, out, rectify, positive, zero):
+    """out (B * H * W, K) rows = bias + each pixel of x (B, H, W, C) @ the (C, K) matrix ``packed`` holds
+    (``pack_filters`` for spans of up to ``widest`` vectors; ``bias`` may be empty): a 1x1 convolution with
+    stride 1 and no padding (``pointwise``), x read in place in any ``pixel_step`` layout (NCHW's as well as
+    channels-last) and the products written straight into ``out``; rectified if ``rectify`` (NaN stays NaN),
+    the mask of positive values into a non-empty ``positive`` (as ``out``). Each output the same sum, in the
+    same order, as ``tiled_products`` makes on the input's grid: the same bits. Tiles of 8 pixels along each
+    run (``_pixel_runs``), a run's last tile moved back to end with it; in panels, as ``tiled_products``'."""
+    C = x.shape[3]
+    K = out.shape[1]
+    size = out.itemsize
+    runs, length, pixel, channel, run_step = _pixel_runs(x)
+    no_shift = np.zeros(1, np.int64)
+    panel_pixels = max(POINTWISE_ROWS, PANEL_BYTES // ((C + K) * size) // POINTWISE_ROWS * POINTWISE_ROWS)
+    masked = positive.size > 0
+    for run in range(runs):
+        a = _address(x) + run * run_step * size
+        first = run * length   # the output row of the run's first pixel
+        for panel in range(0, length, panel_pixels):
+            end = min(panel + panel_pixels, length)
+            for k0 in _span_starts(K, VECTOR_BYTES // size, widest):
+                vectors, rows, matrices, start, chunk = _span_plan(k0, K, C, 1, size, POINTWISE_ROWS, widest, packed,
+                                                                   bias)
+                span = vectors * (VECTOR_BYTES // size)
+                for p in range(panel, end, rows):
+                    p0 = min(p, length - rows)
+                    for c0 in range(0, C, chunk):   # a tile's passes one after another: overlaps stay exact
+                        _pixel_tile(vectors, rows, zero, a + (p0 * pixel + c0 * channel) * size, pixel, channel,
+                                    _address(no_shift), 1, matrices + c0 * span * size, span, C * span,
+                                    min(chunk, C - c0), start if c0 == 0 else np.int64(-1),
+                                    _address(out) + ((first + p0) * K + k0) * size, K)
+            if rectify:   # the panel's outputs, still in cache
+                for q in range(first + panel, first + end):
+                    for k in range(K):
+                        v = out[q, k]
+                        if v < zero:
+                            v = zero
+                        out[q, k] = v
+                        if masked:
+                            positive[q, k] = v > zero
 
 
 @_jit
@@ -451,6 +534,39 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
 
 
 @_jit
+def pointwise_weight_sums(x, gradient, sums, zero):
+    """sums (C, K) = sum over the pixels p of outer(x's pixel p, gradient[p]): a pointwise convolution's weight
+    gradient (``pointwise``), x (B, H, W, C) read in place in any ``pixel_step`` layout, ``gradient`` (B * H * W,
+    K) its output's gradient rows. Tiles of 8 channels held in registers over all pixels, in pixel order: each
+    sum the one ``tiled_weight_sums`` makes over the input's grid, the same bits."""
+    C = x.shape[3]
+    K = gradient.shape[1]
+    size = sums.itemsize
+    lanes = VECTOR_BYTES // size
+    runs, length, pixel, channel, run_step = _pixel_runs(x)
+    offsets = np.arange(runs) * run_step   # each run's first pixel
+    a, out, b = _address(x), _address(sums), _address(gradient)
+    k0 = 0
+    while k0 < K:
+        vectors = _span(K - k0, lanes, 3) // lanes
+        c0 = 0
+        while c0 < C:
+            c0 = min(c0, C - CHANNEL_ROWS)
+            source, target, gradient_k = a + c0 * channel * size, out + (c0 * K + k0) * size, b + k0 * size
+            if vectors == 3:   # rows: 8 channels; taps: the runs; steps: a run's pixels
+                _CHANNELS_BY_3(zero, source, channel, pixel, _address(offsets), 1, runs, gradient_k, K, length * K,
+                               length, 0, target, K, 0, 0)
+            elif vectors == 2:
+                _CHANNELS_BY_2(zero, source, channel, pixel, _address(offsets), 1, runs, gradient_k, K, length * K,
+                               length, 0, target, K, 0, 0)
+            else:
+                _CHANNELS_BY_1(zero, source, channel, pixel, _address(offsets), 1, runs, gradient_k, K, length * K,
+                               length, 0, target, K, 0, 0)
+            c0 += CHANNEL_ROWS
+        k0 += vectors * lanes
+
+
+@_jit
 def masked_rows(values, positive, rows, sums, zero):
     """rows (B * h * w, C) = values (B, h, w, C), zero where a non-empty mask ``positive`` is False;
     the values written added to a non-empty float64 ``sums`` (C,)."""
@@ -493,9 +609,14 @@ def copy_out(products, width, rows_per_image, out, rectify, positive, zero):
 def forward_block(gemm, x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left, phase_pixels,
                   shifts, matrices, packed, bias, products, out_h, out_w, out, rectify, positive, pool_h, pool_w, one,
                   zero):
-    """One block of ``forward_blocks``: x (B, H, W, C) -> out (B, H_out, W_out, K) (``_compiled.forward_blocks``)."""
+    """One block of ``forward_blocks``: x (B, H, W, C) -> out (B, H_out, W_out, K) (``_compiled.forward_blocks``);
+    a pointwise convolution's straight from x into out (``pointwise``: no grid, no products)."""
     C, K = x.shape[3], out.shape[3]
     size = grid.itemsize
+    if pointwise(shifts, width, rows_per_image, out_h, out_w, stride_h, stride_w, pool_h, pool_w):
+        pointwise_products(x, packed, widest_span(out_h, out_w, width, rows_per_image), bias, out.reshape(-1, K),
+                           rectify, positive.reshape(-1, K) if positive.size > 0 else positive.reshape(0, 0), zero)
+        return
     count = ((out.shape[0] - 1) * rows_per_image + out_h - 1) * width + out_w   # grid pixels up to the last output
     _lay_out_input(x, grid, lead, width, rows_per_image, stride_h, stride_w, pad_top, pad_left, phase_pixels, zero)
     if packed.size > 0 and tiles_apply(K, count, size):
@@ -563,11 +684,15 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
                    dx_phases, dx_shifts, dx_matrices, dx_packed, dx_columns, products, rows, rows_ready, tap_sums,
                    count, db, one, zero):
     """One block of ``backward_blocks`` (see ``_compiled.backward_blocks``); ``count``: grid pixels up to the
-    block's last output."""
+    block's last output. A pointwise convolution's (``pointwise``) from x and the gradient's rows in place."""
     C, K = x.shape[3], dout.shape[3]
     size = x.itemsize
     no_sums = np.empty(0)
     tiled = rows.size > 0   # the caller gives the gradient's rows where ``weight_tiles_apply``
+    if tiled and pointwise(shifts, x_width, x_rows, dout.shape[1], dout.shape[2], stride_h, stride_w, 1, 1):
+        _pointwise_backward(gemm, x, dout, positive, dx, dx_shifts, dx_matrices, dx_packed, rows, rows_ready,
+                            tap_sums[0], db, one, zero)
+        return
     if dx.size > 0:
         lay_out(dout, grid_dout, d_lead, d_width, d_rows, positive, no_sums if tiled else db, zero)
         for p in range(dx_phases.shape[0]):
@@ -591,6 +716,31 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
             on_grid = _address(grid_on_x)
         taps(gemm, _TRANS, C, K, count, _address(grid_x), C, shifts, C * size, on_grid, 0, K,
              _address(tap_sums), C * K * size, K, one, zero, False)
+
+
+@_jit
+def _pointwise_backward(gemm, x, dout, positive, dx, dx_shifts, dx_matrices, dx_packed, rows, rows_ready, sums, db,
+                        one, zero):
+    """``backward_block`` for a pointwise convolution: the gradient's rows (through the ReLU mask, the bias
+    gradient added up on the way) made once and read in place by the input gradient's products, written
+    straight into ``dx`` (by the tiles, or by the BLAS where the input channels are not whole vectors), and
+    by the weight gradient's tiles, which read x in place."""
+    B, H, W, C = x.shape
+    K = dout.shape[3]
+    if rows_ready:   # ``rows`` is ``dout`` itself (no mask): only the bias gradient to add up
+        for p in range(rows.shape[0]):
+            for k in range(db.size):
+                db[k] += rows[p, k]
+    else:
+        masked_rows(dout, positive, rows, db, zero)
+    if dx.size > 0:
+        if dx_packed.size > 0:
+            pointwise_products(rows.reshape(B, H, W, K), dx_packed, widest_span(H, W, W, H), np.empty(0, dx.dtype),
+                               dx.reshape(-1, C), False, np.empty((0, 0), np.bool_), zero)
+        else:   # one product, its tap's shift (the gradient grid's lead) unused: the rows are the grid
+            taps(gemm, _NO_TRANS, B * H * W, C, K, _address(rows), K, dx_shifts, 0, _address(dx_matrices), 0, C,
+                 _address(dx), 0, C, one, zero, False)
+    pointwise_weight_sums(x, rows, sums, zero)
 
 
 @_jit

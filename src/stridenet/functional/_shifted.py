@@ -157,11 +157,14 @@ def forward(x: np.ndarray, w: Filters, b: np.ndarray | None, axes: Axes, out: np
     block_list = blocks(x.shape[0], axes, x.shape[3], K, x.itemsize, backward=False)
     if _compiled.available(x.dtype):
         threads, (bounds, largest) = thread_count(block_list, x.size + out.size), block_bounds(block_list)
+        shifts = layout.shift_array(axes)
+        pointwise = _compiled.pointwise(shifts, layout.width, layout.rows_per_image, (h.out, v.out), pool=pool)
+        stack = functools.partial(thread_scratch, threads=threads, dtype=x.dtype)
         _compiled.forward_blocks(
-            threads, bounds, x, scratch("threads_grid_x", (threads, layout.pixels(largest), x.shape[3]), x.dtype),
-            layout.extent, layout.shift_array(axes), w.matrices, w.packed, b,
-            scratch("threads_products", (threads, layout.at_start().pixels(largest), K), x.dtype), (h.out, v.out),
-            out, rectify, positive, pool)
+            threads, bounds, _compiled.pixel_rows(x) if pointwise else x,
+            stack("threads_grid_x", (layout.pixels(largest), x.shape[3]), not pointwise), layout.extent, shifts,
+            w.matrices, w.packed, b, stack("threads_products", (layout.at_start().pixels(largest), K), not pointwise),
+            (h.out, v.out), out, rectify, positive, pool)
         return
 
     def one_block(block: slice) -> None:
@@ -324,25 +327,29 @@ def compiled_backward(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | No
     ``images`` images."""
     C, K = x.shape[3], dout.shape[3]
     out_h, out_w = dout.shape[1:3]
-    columns = _compiled.column_scratch(gradient, C, x.dtype)
+    bounds, largest = block_bounds(block_list)
+    shifts, phases = shifts_for(largest), phases_for(largest)
     tiled = _compiled.weight_tiles_apply(C, K, grid.count(1, out_h, out_w), x.dtype, kernel)
+    pointwise = tiled and _compiled.pointwise(shifts, grid.width, grid.rows_per_image, (out_h, out_w), phases[:2])
+    if pointwise:   # read in place: no grids, no products, no columns
+        x = _compiled.pixel_rows(x)
+    columns = None if pointwise else _compiled.column_scratch(gradient, C, x.dtype)
     # the compiled blocks read the gradient (and mask) block by block in place: contiguous, channels-last
     dout = contiguous_copy(dout)
     positive = None if positive is None else contiguous_copy(positive)
     db_rows = np.zeros((len(block_list), K if has_bias else 0), np.float64)
 
-    threads, (bounds, largest) = thread_count(block_list, x.size + dout.size), block_bounds(block_list)
+    threads = thread_count(block_list, x.size + dout.size)
     stack = functools.partial(thread_scratch, threads=threads, dtype=x.dtype)
     d_lead, d_width, d_rows = (0, 0, 0) if gradient is None else gradient.grid_shape
-    grids = (stack("threads_grid_x", (grid.pixels(largest), C)),
-             stack("threads_grid_dout", ((d_lead + largest * d_rows) * d_width, K), dx is not None),
+    grids = (stack("threads_grid_x", (grid.pixels(largest), C), not pointwise),
+             stack("threads_grid_dout", ((d_lead + largest * d_rows) * d_width, K), dx is not None and not pointwise),
              stack("threads_grid_dout_on_x", (largest * grid.rows_per_image * grid.width, K),
                    not (tiled or (dx is not None and same))))
-    products = stack("threads_products_dx", (largest * d_rows * d_width, C), dx is not None)
+    products = stack("threads_products_dx", (largest * d_rows * d_width, C), dx is not None and not pointwise)
     rows = stack("threads_rows", (largest * out_h * out_w, K), tiled)
-    _compiled.backward_blocks(threads, bounds, x, dout, positive, dx, grids, grid.extent, gradient, same,
-                              shifts_for(largest), kernel[1], products, rows, tiled, sums, db_rows,
-                              phases=phases_for(largest),
+    _compiled.backward_blocks(threads, bounds, x, dout, positive, dx, grids, grid.extent, gradient, same, shifts,
+                              kernel[1], products, rows, tiled, sums, db_rows, phases=phases,
                               columns=None if columns is None else stack("threads_columns", columns))
     return db_rows
 
