@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stridenet.errors import ShapeError
-from stridenet.functional import _phases, _shifted
+from stridenet.functional import _depthwise, _phases, _shifted
 from stridenet.functional._im2col import blocks, col2im_cm, im2col_cm, im2col_nhwc, pad
 from stridenet.functional._layout import as_nchw, scratch, to_nhwc
 from stridenet.functional._parallel import image_slices, run_parallel, total
@@ -58,7 +58,8 @@ class Conv2dCache(NamedTuple):
     axes: tuple[WindowAxis, WindowAxis]
     groups: int
     has_bias: bool
-    path: str                 # the forward pass's path (``_path``): "cm", "shifted" or "nhwc"; backward takes it too
+    path: str                 # the forward pass's path (``_path``): "cm", "shifted", "phases", "depthwise" or "nhwc";
+                              # backward takes it too
 
 
 # Inputs with at most this many channels (and groups=1) use channel-major columns: first layers.
@@ -197,6 +198,9 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
     elif path == "phases":
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; split into phases block by block
         _phases.forward(x, _phases.filters(w, axes), b, axes, out, rectify, positive)   # blocks in parallel
+    elif path == "depthwise":
+        x = to_nhwc(x)                # (N, H, W, C), contiguous: each pixel's channels are the vector
+        _depthwise.forward(x, w, b, axes, out, rectify, positive)     # ranges of images in parallel
     else:
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
         w_rows = _weight_rows(w, groups)
@@ -217,9 +221,11 @@ def _checked_axes(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: in
 
 def _path(x: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis], groups: int) -> str:
     """Which forward path a convolution takes: "cm" (few input channels: channel-major columns),
-    "shifted" (``_shifted``'s products), "phases" (strided, ``_phases``' products) or "nhwc" (im2col
-    columns). Few input channels take the shifted path too where the compiled engine's tiles compute its
-    products and weight gradient."""
+    "shifted" (``_shifted``'s products), "phases" (strided, ``_phases``' products), "depthwise" (one group
+    per input channel, ``_depthwise``) or "nhwc" (im2col columns). Few input channels take the shifted
+    path too where the compiled engine's tiles compute its products and weight gradient."""
+    if _depthwise.applies(groups, x.shape[1]):
+        return "depthwise"
     if _phases.applies(axes, groups, x.shape[1], w.shape[0], x.dtype):
         return "phases"
     shifted = _shifted.applies(axes, groups, x.shape[1], w.shape[0], x.dtype)
@@ -287,6 +293,9 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
             db = _phases.backward(x, dout, gradient, axes, block_sums, has_bias, dx, mask)
         dw = _shifted.weight_gradient(block_sums, w)
         return (None if dx is None else as_nchw(dx), dw, None if db is None else db.astype(w.dtype))
+    if path == "depthwise":
+        dw, db = _depthwise.backward(x, dout, w, axes, dx, mask, has_bias)
+        return (None if dx is None else as_nchw(dx), dw, db)
     shared = need_dx and layout == "nhwc" and _shares_columns(x, axes, G)
 
     def part(s: slice) -> tuple[np.ndarray, np.ndarray | None]:
