@@ -35,6 +35,7 @@ class ConvCase(NamedTuple):
     size: int
     kernel: int
     stride: int = 1
+    groups: int = 1
 
     @property
     def padding(self) -> int:
@@ -48,10 +49,11 @@ class ConvCase(NamedTuple):
     def label(self) -> str:
         k = f" {self.kernel}x{self.kernel}" if self.kernel != 3 else ""
         s = f" s{self.stride}" if self.stride != 1 else ""
-        return f"conv {self.C}->{self.K}{k} @{self.size}x{self.size}{s}"
+        g = " depthwise" if self.groups == self.C > 1 else (f" groups={self.groups}" if self.groups > 1 else "")
+        return f"conv {self.C}->{self.K}{k}{g} @{self.size}x{self.size}{s}"
 
     def flops(self) -> float:
-        forward = 2 * self.N * self.K * self.out_size ** 2 * self.C * self.kernel ** 2
+        forward = 2 * self.N * self.K * self.out_size ** 2 * (self.C // self.groups) * self.kernel ** 2
         return 3.0 * forward
 
 
@@ -65,6 +67,7 @@ CONV_CASES = [
     ConvCase(64, 192, 192, 8, 3),
     ConvCase(64, 192, 192, 8, 1),
     ConvCase(64, 3, 64, 32, 7),
+    ConvCase(64, 96, 96, 32, 3, groups=96),   # not in the table: MobileNet's depthwise layer
 ]
 POOL_SHAPE = (64, 96, 32, 32)
 
@@ -77,26 +80,26 @@ def conv_row(case: ConvCase, repeats: int, clock: str) -> tuple[str, dict[str, f
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((case.N, case.C, case.size, case.size), dtype=np.float32)
-    w = rng.standard_normal((case.K, case.C, case.kernel, case.kernel), dtype=np.float32) * 0.1
+    w = rng.standard_normal((case.K, case.C // case.groups, case.kernel, case.kernel), dtype=np.float32) * 0.1
     b = rng.standard_normal(case.K, dtype=np.float32)
     dout = rng.standard_normal((case.N, case.K, case.out_size, case.out_size), dtype=np.float32)
     xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
     doutt = torch.from_numpy(dout)
-    s, p = case.stride, case.padding
+    s, p, g = case.stride, case.padding, case.groups
 
     def ours_fwd():
-        return conv2d_forward(x, w, b, s, p)
+        return conv2d_forward(x, w, b, s, p, groups=g)
 
     def ours_both():
-        cache = conv2d_forward(x, w, b, s, p)[1]
+        cache = conv2d_forward(x, w, b, s, p, groups=g)[1]
         return conv2d_backward(dout, cache)
 
     def torch_fwd():
         with torch.no_grad():
-            return F.conv2d(xt, wt, bt, s, p)
+            return F.conv2d(xt, wt, bt, s, p, groups=g)
 
     def torch_both():
-        out = F.conv2d(xt, wt, bt, s, p)
+        out = F.conv2d(xt, wt, bt, s, p, groups=g)
         return torch.autograd.grad(out, (xt, wt, bt), doutt)
 
     times = alternate({"ours_fwd": ours_fwd, "torch_fwd": torch_fwd}, repeats, clock=clock)

@@ -24,6 +24,10 @@ The backward pass is the same trick twice:
   padding the padded gradient of the ``dx`` step already is that grid, a whole number of rows on, so
   one copy of ``dout`` serves both products.
 
+A 1x1 kernel with no padding is the grid-free case ("pointwise", with the compiled engine): the grid
+would be the input itself and the products the output, so the blocks read the input in place (an NCHW
+view as well as channels-last) and write the output straight (``_compiled.pointwise``).
+
 Used for channels-last inputs, one group, stride 1 and padding at most D(k-1) on each side, when
 NumPy's BLAS is reachable (``_blas``); ``conv.py`` keeps its im2col path for everything else. Each
 block is a handful of NumPy and BLAS calls here, a task for whichever thread is free, or, with numba

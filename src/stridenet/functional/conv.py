@@ -15,8 +15,10 @@ out channels-last in memory (``_layout``), which is what the matrix product writ
 
 Stride-1 convolutions with more than a few input channels (most of a network's) skip the columns
 altogether (``_shifted``): on a grid of zero-padded images every kernel tap is a fixed shift, so the
-layer is kH*kW matrix products of shifted row ranges, added up inside NumPy's own BLAS. The im2col
-path below remains for strides above 1, groups, unusual padding, and a NumPy whose BLAS is not reachable.
+layer is kH*kW matrix products of shifted row ranges, added up inside NumPy's own BLAS. Strided ones take
+the input's stride phases (``_phases``); depthwise ones (one group per input channel) a path of their
+own (``_depthwise``: a few multiply-adds per pixel over its channels as a vector). The im2col path below
+remains for other groups, unusual padding, and a NumPy whose BLAS is not reachable.
 
 A ReLU that follows the convolution can run inside it (``conv2d_relu_forward``, and
 ``conv2d_backward(..., positive=)``): each block of output is rectified while it is still in cache,
