@@ -113,6 +113,24 @@ def test_pointwise_products_in_several_panels_and_passes(kernels, layout: str) -
     assert rel_error(out, expected) < 1e-5
 
 
+@pytest.mark.parametrize("tail", [3, 8, 11])
+def test_a_last_panel_shorter_than_a_tile_is_rectified_whole(kernels, tail: int) -> None:
+    """A run one panel and ``tail`` pixels long: with fewer than 8 pixels left, the last tile reaches back into
+    the panel before, already rectified, and writes those outputs again; they must come out rectified."""
+    C = K = 16
+    panel = kernels.PANEL_BYTES // ((C + K) * 4) // kernels.POINTWISE_ROWS * kernels.POINTWISE_ROWS
+    x = images("channels_last", (1, 1, panel + tail, C), np.float32, seed=tail)
+    w = np.random.default_rng(tail).standard_normal((K, C, 1, 1)).astype(np.float32)
+    out = np.empty((panel + tail, K), np.float32)
+    positive = np.zeros(out.shape, np.bool_)
+    kernels.pointwise_products(x, kernels.pack_filters(w, False, 2), 2, np.empty(0, np.float32), out, True, positive,
+                               np.float32(0))
+    expected = np.maximum(x.reshape(-1, C).astype(np.float64) @ w[:, :, 0, 0].T.astype(np.float64), 0)
+    assert (out >= 0).all()
+    np.testing.assert_array_equal(positive, out > 0)
+    assert rel_error(out, expected) < 1e-5
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "channel_slice"])
 @pytest.mark.parametrize(("B", "H", "W"), [(1, 2, 4), (3, 3, 5), (2, 8, 8)])
@@ -257,3 +275,27 @@ def test_a_pooled_pointwise_convolution_takes_the_grid_and_matches_the_steps(ker
     pooled = conv2d_relu_pool_forward(x, w, b, (2, 2))
     steps = np.maximum(conv2d_forward(x, w, b)[0], 0).reshape(3, 32, 4, 2, 3, 2).max(axis=(3, 5))
     np.testing.assert_array_equal(pooled, steps)
+
+
+def test_images_of_fewer_pixels_than_a_tile_keep_the_grid(kernels, monkeypatch) -> None:
+    """2 x 3 images: fewer pixels than a pointwise tile; the blocks lay out the grid as for any kernel."""
+    monkeypatch.setenv("STRIDENET_NUMBA", "1")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, 16, 2, 3))
+    w = rng.standard_normal((32, 16, 1, 1))
+    b = rng.standard_normal(32)
+    dout = rng.standard_normal((5, 32, 2, 3))
+    grids = []
+    original = compiled.forward_blocks
+
+    def recorded(*args, **kwargs):
+        grids.append(args[3])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(compiled, "forward_blocks", recorded)
+    out, cache = conv2d_forward(x, w, b)
+    dx, dw, db = conv2d_backward(dout, cache)
+    assert grids[0].size > 0
+    for ours, theirs in zip((out, dx, dw, db), (naive.conv2d_forward(x, w, b), *naive.conv2d_backward(dout, x, w)),
+                            strict=True):
+        assert rel_error(ours, theirs) < 1e-12

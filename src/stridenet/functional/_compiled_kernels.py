@@ -430,8 +430,8 @@ def pointwise_products(x, packed, widest, bias, out, rectify, positive, zero):
                                     _address(no_shift), 1, matrices + c0 * span * size, span, C * span,
                                     min(chunk, C - c0), start if c0 == 0 else np.int64(-1),
                                     _address(out) + ((first + p0) * K + k0) * size, K)
-            if rectify:   # the panel's outputs, still in cache
-                for q in range(first + panel, first + end):
+            if rectify:   # the panel's outputs, still in cache (and those its last tile wrote again before it)
+                for q in range(first + min(panel, length - POINTWISE_ROWS), first + end):
                     for k in range(K):
                         v = out[q, k]
                         if v < zero:
