@@ -700,12 +700,7 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
                                   dx_columns, products, dx, stride_h, stride_w, one, zero)
     _lay_out_input(x, grid_x, x_lead, x_width, x_rows, stride_h, stride_w, pad_top, pad_left, phase_pixels, zero)
     if tiled:
-        if rows_ready:   # ``rows`` is ``dout`` itself (no mask): only the bias gradient to add up
-            for p in range(rows.shape[0]):
-                for k in range(db.size):
-                    db[k] += rows[p, k]
-        else:
-            masked_rows(dout, positive, rows, db, zero)
+        _gradient_rows(dout, positive, rows, rows_ready, db, zero)
         tiled_weight_sums(grid_x, shifts, kernel_w, rows, dout.shape[0], dout.shape[1], dout.shape[2], x_width,
                           x_rows, tap_sums, zero)
     else:
@@ -719,6 +714,19 @@ def backward_block(gemm, x, dout, positive, dx, grid_x, grid_dout, grid_on_x, x_
 
 
 @_jit
+def _gradient_rows(dout, positive, rows, rows_ready, db, zero):
+    """The block's output gradient as (pixels, K) ``rows`` for the weight-gradient tiles, through the ReLU
+    mask ``positive`` (``masked_rows``), its bias gradient added into ``db`` (float64; empty without bias);
+    where ``rows_ready``, ``rows`` is ``dout`` itself (no mask) and only the bias gradient is added up."""
+    if not rows_ready:
+        masked_rows(dout, positive, rows, db, zero)
+        return
+    for p in range(rows.shape[0]):
+        for k in range(db.size):
+            db[k] += rows[p, k]
+
+
+@_jit
 def _pointwise_backward(gemm, x, dout, positive, dx, dx_shifts, dx_matrices, dx_packed, rows, rows_ready, sums, db,
                         one, zero):
     """``backward_block`` for a pointwise convolution: the gradient's rows (through the ReLU mask, the bias
@@ -727,12 +735,7 @@ def _pointwise_backward(gemm, x, dout, positive, dx, dx_shifts, dx_matrices, dx_
     by the weight gradient's tiles, which read x in place."""
     B, H, W, C = x.shape
     K = dout.shape[3]
-    if rows_ready:   # ``rows`` is ``dout`` itself (no mask): only the bias gradient to add up
-        for p in range(rows.shape[0]):
-            for k in range(db.size):
-                db[k] += rows[p, k]
-    else:
-        masked_rows(dout, positive, rows, db, zero)
+    _gradient_rows(dout, positive, rows, rows_ready, db, zero)
     if dx.size > 0:
         if dx_packed.size > 0:
             pointwise_products(rows.reshape(B, H, W, K), dx_packed, widest_span(H, W, W, H), np.empty(0, dx.dtype),

@@ -114,11 +114,11 @@ def _kernels(dtype: np.dtype) -> Any:
 
 
 def _windows(padded: np.ndarray, axes: Axes) -> list[tuple[int, int, np.ndarray]]:
-    """For each tap (a, b): the (B, H_out, W_out, C) view of the padded images it reads."""
+    """For each tap (i, j): the (B, H_out, W_out, C) view of the padded images it reads."""
     h, v = axes
-    return [(a, b, padded[:, a * h.dilation:a * h.dilation + h.stride * (h.out - 1) + 1:h.stride,
-                          b * v.dilation:b * v.dilation + v.stride * (v.out - 1) + 1:v.stride])
-            for a in range(h.kernel) for b in range(v.kernel)]
+    return [(i, j, padded[:, i * h.dilation:i * h.dilation + h.stride * (h.out - 1) + 1:h.stride,
+                          j * v.dilation:j * v.dilation + v.stride * (v.out - 1) + 1:v.stride])
+            for i in range(h.kernel) for j in range(v.kernel)]
 
 
 def _pads(axes: Axes) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -131,8 +131,8 @@ def _forward_numpy(x: np.ndarray, filters: np.ndarray, b: np.ndarray | None, axe
     sums = out.reshape(*out.shape[:3], C, K // C)
     out[...] = 0 if b is None else b
     product = scratch("depthwise_product", sums.shape, out.dtype)
-    for a, b_, window in _windows(pad(x, _pads(axes), (1, 2), "x_padded"), axes):
-        np.multiply(window[..., None], filters[a, b_].reshape(C, K // C), out=product)
+    for i, j, window in _windows(pad(x, _pads(axes), (1, 2), "x_padded"), axes):
+        np.multiply(window[..., None], filters[i, j].reshape(C, K // C), out=product)
         sums += product
 
 
@@ -144,8 +144,8 @@ def _input_gradient_numpy(dout: np.ndarray, filters: np.ndarray, axes: Axes, dx:
     padded = scratch("dx_padded", (B, H + top + bottom, W + left + right, C), dx.dtype)
     padded[...] = 0
     per_channel = dout.reshape(*dout.shape[:3], C, K // C)
-    for a, b, window in _windows(padded, axes):
-        window += (per_channel * filters[a, b].reshape(C, K // C)).sum(axis=-1)
+    for i, j, window in _windows(padded, axes):
+        window += (per_channel * filters[i, j].reshape(C, K // C)).sum(axis=-1)
     dx[...] = padded[:, top:top + H, left:left + W]
 
 
@@ -153,5 +153,5 @@ def _weight_sums_numpy(x: np.ndarray, dout: np.ndarray, axes: Axes, sums: np.nda
     """Each image's weight-gradient sums (B, kH, kW, K) in float64, with NumPy."""
     C, K = x.shape[3], dout.shape[3]
     per_channel = dout.reshape(*dout.shape[:3], C, K // C)
-    for a, b, window in _windows(pad(x, _pads(axes), (1, 2), "x_padded"), axes):
-        sums[:, a, b] = np.einsum("nhwc,nhwcm->ncm", window, per_channel, dtype=np.float64).reshape(-1, K)
+    for i, j, window in _windows(pad(x, _pads(axes), (1, 2), "x_padded"), axes):
+        sums[:, i, j] = np.einsum("nhwc,nhwcm->ncm", window, per_channel, dtype=np.float64).reshape(-1, K)

@@ -64,6 +64,17 @@ def forward(x, taps, bias, stride_h, stride_w, dilation_h, dilation_w, pad_top, 
 
 
 @_jit
+def _reader(position, pad, tap, dilation, stride, outputs):
+    """Along one axis: the output (of ``outputs``) whose window reads input ``position`` under ``tap``, or -1
+    where none does (the stride skips it, or it lies past the first or last window)."""
+    offset = position + pad - tap * dilation
+    if offset < 0 or offset % stride:
+        return -1
+    index = offset // stride
+    return index if index < outputs else -1
+
+
+@_jit
 def input_gradient(dout, taps, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left, dx):
     """dx (B, H, W, C): for each input pixel, the sum over the taps and output pixels that read it of the
     output gradient (B, H_out, W_out, K) times the tap's filters (its m filters' share added up first),
@@ -79,18 +90,12 @@ def input_gradient(dout, taps, stride_h, stride_w, dilation_h, dilation_w, pad_t
                 for c in range(C):
                     acc[c] = zero
                 for a in range(kh):
-                    t = y + pad_top - a * dilation_h
-                    if t < 0 or t % stride_h:
-                        continue
-                    i = t // stride_h
-                    if i >= dout.shape[1]:
+                    i = _reader(y, pad_top, a, dilation_h, stride_h, dout.shape[1])
+                    if i < 0:
                         continue
                     for b in range(kw):
-                        u = v + pad_left - b * dilation_w
-                        if u < 0 or u % stride_w:
-                            continue
-                        j = u // stride_w
-                        if j >= dout.shape[2]:
+                        j = _reader(v, pad_left, b, dilation_w, stride_w, dout.shape[2])
+                        if j < 0:
                             continue
                         if m == 1:
                             for c in range(C):
