@@ -1,9 +1,10 @@
-"""Max pooling over tiling windows of channels-last input, under both engines.
+"""Max pooling over tiling windows, under both engines.
 
-With numba installed, windows that tile a channels-last input (stride = kernel, no padding or dilation:
-the 2x2 pools of most CNNs) are pooled by one compiled pass forward and one backward
-(``functional._compiled``); otherwise by the NumPy code of ``pool.py``. Every case here runs under
-both engines, against the naive loops, and the two engines must agree bit for bit, NaN, infinities,
+With numba installed, windows that tile the input (stride = kernel, no padding or dilation: the 2x2 pools
+of most CNNs) are pooled by one compiled pass forward and one backward (``functional._compiled``): a
+channels-last input with each pixel's channels as the vector, an NCHW-contiguous one plane by plane
+(``pool._planes``); otherwise by the NumPy code of ``pool.py``. Every case here runs under both engines
+and both layouts, against the naive loops, and the two engines must agree bit for bit, NaN, infinities,
 ties included.
 """
 
@@ -43,21 +44,28 @@ def _both_engines(x: np.ndarray, kernel: tuple[int, int], dout: np.ndarray, monk
     return results
 
 
+LAYOUTS = {"channels_last": channels_last, "nchw": np.ascontiguousarray}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", CASES)
-def test_tiled_max_pool_matches_the_naive_loops(name: str, dtype: type, engine: str) -> None:
+def test_tiled_max_pool_matches_the_naive_loops(name: str, dtype: type, layout: str, engine: str) -> None:
     shape, kernel = CASES[name]
     x = _inputs(shape, dtype, seed=1)
-    out, cache = max_pool2d_forward(channels_last(x), kernel)
+    arrange = LAYOUTS[layout]
+    out, cache = max_pool2d_forward(arrange(x), kernel)
     dout = np.random.default_rng(2).standard_normal(out.shape).astype(dtype)
-    dx = max_pool2d_backward(channels_last(dout), cache)
+    dx = max_pool2d_backward(arrange(dout), cache)
     np.testing.assert_array_equal(out, naive.max_pool2d_forward(x, kernel, kernel))
     np.testing.assert_array_equal(dx, naive.max_pool2d_backward(dout, x, kernel, kernel))
-    assert is_channels_last(out) and is_channels_last(dx) and out.dtype == dx.dtype == dtype
+    in_layout = is_channels_last if layout == "channels_last" else (lambda a: a.flags.c_contiguous)
+    assert in_layout(out) and in_layout(dx) and out.dtype == dx.dtype == dtype
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", CASES)
-def test_the_engines_agree_on_nan_infinities_and_signed_zeros(name: str, monkeypatch) -> None:
+def test_the_engines_agree_on_nan_infinities_and_signed_zeros(name: str, layout: str, monkeypatch) -> None:
     """NaN wins its window and takes its gradient (the last NaN, as PyTorch); infinite maxima and
     infinite or NaN gradients are routed, not multiplied; -0.0 and 0.0 tie and the first takes the
     gradient (the max's own sign is IEEE's choice: NumPy's SIMD max and the compiled loop may differ)."""
@@ -74,7 +82,8 @@ def test_the_engines_agree_on_nan_infinities_and_signed_zeros(name: str, monkeyp
     out_shape = (*shape[:2], shape[2] // kernel[0], shape[3] // kernel[1])
     dout = np.random.default_rng(4).standard_normal(out_shape).astype(np.float32)
     dout[0, 0, 0, 0], dout[-1, -1, -1, -1], dout[1, 0, 0, 0] = np.inf, np.nan, -np.inf
-    (out_c, dx_c), (out_n, dx_n) = _both_engines(channels_last(x), kernel, channels_last(dout), monkeypatch)
+    arrange = LAYOUTS[layout]
+    (out_c, dx_c), (out_n, dx_n) = _both_engines(arrange(x), kernel, arrange(dout), monkeypatch)
     np.testing.assert_array_equal(out_c, out_n)
     np.testing.assert_array_equal(dx_c, dx_n)
     assert np.isnan(out_c[0, 0, 0, 0]) and np.isnan(out_c[0, 1, 0, 0])
@@ -84,11 +93,13 @@ def test_the_engines_agree_on_nan_infinities_and_signed_zeros(name: str, monkeyp
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_gradient_in_the_other_layout_and_an_nchw_input_still_pool_right(dtype: type, engine: str) -> None:
-    """Only channels-last input takes the tiled kernels; NCHW input and an NCHW gradient are handled too."""
+    """A gradient in the other layout than the input's, and an NCHW view that is not contiguous, pool right."""
     x = _inputs((2, 3, 6, 6), dtype, seed=5)
     dout = np.random.default_rng(6).standard_normal((2, 3, 3, 3)).astype(dtype)
     expected = naive.max_pool2d_backward(dout, x, (2, 2), (2, 2))
-    for layout in (np.ascontiguousarray, channels_last):
+    wider = np.zeros((2, 3, 6, 9), dtype)
+    wider[..., :6] = x
+    for layout in (np.ascontiguousarray, channels_last, lambda a: wider[..., :6]):
         out, cache = max_pool2d_forward(layout(x), 2)
         np.testing.assert_array_equal(out, naive.max_pool2d_forward(x, (2, 2), (2, 2)))
         np.testing.assert_array_equal(max_pool2d_backward(dout, cache), expected)   # dout NCHW-contiguous

@@ -860,10 +860,66 @@ def weight_gradient(sums, kernel_w, first_tap, last_tap, dw):
 
 
 @_jit
+def _max_pool_plane_forward(x, kh, kw, out):
+    """``max_pool_tiled_forward`` for one channel (N, H, W, 1), a value at a time."""
+    N, H_out, W_out = out.shape[:3]
+    for n in range(N):
+        for oy in range(H_out):
+            for ox in range(W_out):
+                y0, x0 = oy * kh, ox * kw
+                m = x[n, y0, x0, 0]
+                for i in range(kh):   # taps in row-major order (the first one again: no change)
+                    for j in range(kw):
+                        v = x[n, y0 + i, x0 + j, 0]
+                        if v > m or v != v:
+                            m = v
+                out[n, oy, ox, 0] = m
+
+
+@_jit
+def _max_pool_plane_backward(dout, x, out, kh, kw, dx):
+    """``max_pool_tiled_backward`` for one channel (N, H, W, 1), a value at a time."""
+    N, H_out, W_out = out.shape[:3]
+    H, W = x.shape[1], x.shape[2]
+    zero = dx.dtype.type(0)
+    for n in range(N):
+        for y in range(H_out * kh, H):   # rows and columns no tile covers
+            for xx in range(W):
+                dx[n, y, xx, 0] = zero
+        for y in range(H_out * kh):
+            for xx in range(W_out * kw, W):
+                dx[n, y, xx, 0] = zero
+        for oy in range(H_out):
+            y0 = oy * kh
+            for ox in range(W_out):
+                x0 = ox * kw
+                m, g = out[n, oy, ox, 0], dout[n, oy, ox, 0]
+                if m != m:   # a NaN in the tile (rare): its last NaN takes the gradient
+                    last_y, last_x = y0, x0
+                    for i in range(kh):
+                        for j in range(kw):
+                            v = x[n, y0 + i, x0 + j, 0]
+                            if v != v:
+                                last_y, last_x = y0 + i, x0 + j
+                            dx[n, y0 + i, x0 + j, 0] = zero
+                    dx[n, last_y, last_x, 0] = g
+                    continue
+                found = False   # the first maximum, chosen without branches (where the max lies is random)
+                for i in range(kh):
+                    for j in range(kw):
+                        hit = (x[n, y0 + i, x0 + j, 0] == m) & (not found)
+                        dx[n, y0 + i, x0 + j, 0] = g if hit else zero
+                        found = found | hit
+
+
+@_jit
 def max_pool_tiled_forward(x, kh, kw, out):
     """out (N, H_out, W_out, C) = the max of each kh x kw tile of x (N, H, W, C), channels-last; NaN wins,
     as with ``np.maximum`` over the taps in row-major order (of a -0.0 and a 0.0, the first is kept)."""
     N, H_out, W_out, C = out.shape
+    if C == 1:   # planes of an NCHW array (``pool._planes``): one value a pixel, no vector of channels
+        _max_pool_plane_forward(x, kh, kw, out)
+        return
     for n in range(N):
         for oy in range(H_out):
             for ox in range(W_out):
@@ -888,6 +944,9 @@ def max_pool_tiled_backward(dout, x, out, kh, kw, dx):
     N, H_out, W_out, C = out.shape
     H, W = x.shape[1], x.shape[2]
     zero = dx.dtype.type(0)
+    if C == 1:   # as ``max_pool_tiled_forward``
+        _max_pool_plane_backward(dout, x, out, kh, kw, dx)
+        return
     chosen = np.empty(C, np.int64)
     for n in range(N):
         for y in range(H_out * kh, H):

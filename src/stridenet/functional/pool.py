@@ -121,6 +121,9 @@ def max_pool2d_forward(x: np.ndarray, kernel_size: int | Pair, stride: int | Pai
     if _compiled_tiles(x, axes):   # out has x's layout
         _compiled.max_pool_tiled_forward(x.transpose(0, 2, 3, 1), (axes[0].kernel, axes[1].kernel),
                                          out.transpose(0, 2, 3, 1), ranges)
+    elif _compiled_planes(x, axes):   # NCHW: each channel's plane an image of one channel, channels-last
+        _compiled.max_pool_tiled_forward(_planes(x), (axes[0].kernel, axes[1].kernel), _planes(out),
+                                         image_slices(x.shape[0] * x.shape[1], x.size))
     else:
         run_parallel(lambda s: _max_of_taps(x[s], axes, out[s]), ranges)
     return out, MaxPool2dCache(x, out, axes)
@@ -142,6 +145,19 @@ def _tiled(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis]) -> bool:
 def _compiled_tiles(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis]) -> bool:
     """Whether the compiled engine (``_compiled``, numba) pools this range: tiled windows, channels-last."""
     return _tiled(x, axes) and _compiled.available(x.dtype)
+
+
+def _compiled_planes(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis]) -> bool:
+    """Whether the compiled engine pools an NCHW-contiguous ``x`` plane by plane (``_planes``): tiled windows."""
+    return x.flags.c_contiguous and not is_channels_last(x) and _compiled.available(x.dtype) and all(
+        a.stride == a.kernel and a.dilation == 1 and a.pad_lo == a.pad_hi == a.extra_hi == 0 for a in axes)
+
+
+def _planes(a: np.ndarray) -> np.ndarray:
+    """An NCHW-contiguous (N, C, H, W) array as (N * C, H, W, 1): each channel's plane a channels-last image
+    of one channel, as the compiled tiled kernels take them (a view)."""
+    N, C, H, W = a.shape
+    return a.reshape(N * C, H, W, 1)
 
 
 def _max_of_taps(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], out: np.ndarray) -> None:
@@ -174,6 +190,10 @@ def max_pool2d_backward(dout: np.ndarray, cache: MaxPool2dCache) -> np.ndarray:
     if _compiled_tiles(x, axes) and dout.dtype == x.dtype:   # out, dout and dx share x's layout
         _compiled.max_pool_tiled_backward(*(a.transpose(0, 2, 3, 1) for a in (dout, x, out)),
                                           (axes[0].kernel, axes[1].kernel), dx.transpose(0, 2, 3, 1), ranges)
+    elif _compiled_planes(x, axes) and dout.dtype == x.dtype:   # NCHW, plane by plane (as forward)
+        _compiled.max_pool_tiled_backward(_planes(np.ascontiguousarray(dout)), _planes(x), _planes(out),
+                                          (axes[0].kernel, axes[1].kernel), _planes(dx),
+                                          image_slices(x.shape[0] * x.shape[1], x.size))
     else:
         run_parallel(lambda s: _route_to_max(dout[s], x[s], out[s], axes, dx[s], channels_last), ranges)
     return dx
