@@ -11,7 +11,8 @@ where windows overlap, gradients routed to the same input pixel add up. Backward
 maximum again by comparing the input with the output, instead of storing indices in forward, so
 inference pays for nothing but the max. With numba installed, max pooling over windows that tile a
 channels-last input (the usual 2x2) is one compiled pass each way instead (``_compiled``), by the
-same rules.
+same rules; an NCHW-contiguous input too, each channel's plane taken as a one-channel channels-last
+image (``_planes``).
 """
 
 from __future__ import annotations
