@@ -137,10 +137,14 @@ def max_pool2d_into(x: np.ndarray, kernel_size: Pair, out: np.ndarray) -> None:
     _max_of_taps(x, _pool_axes(x, kernel_size, None, 0, 1, False), out)
 
 
+def _tiling(axes: tuple[WindowAxis, WindowAxis]) -> bool:
+    """Windows that tile the input: stride = kernel, no padding or dilation."""
+    return all(a.stride == a.kernel and a.dilation == 1 and a.pad_lo == a.pad_hi == a.extra_hi == 0 for a in axes)
+
+
 def _tiled(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis]) -> bool:
-    """Channels-last input whose windows tile it (stride = kernel, no padding or dilation)."""
-    return is_channels_last(x) and all(
-        a.stride == a.kernel and a.dilation == 1 and a.pad_lo == a.pad_hi == a.extra_hi == 0 for a in axes)
+    """Channels-last input whose windows tile it (``_tiling``)."""
+    return is_channels_last(x) and _tiling(axes)
 
 
 def _compiled_tiles(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis]) -> bool:
@@ -150,8 +154,7 @@ def _compiled_tiles(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis]) -> bool:
 
 def _compiled_planes(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis]) -> bool:
     """Whether the compiled engine pools an NCHW-contiguous ``x`` plane by plane (``_planes``): tiled windows."""
-    return x.flags.c_contiguous and not is_channels_last(x) and _compiled.available(x.dtype) and all(
-        a.stride == a.kernel and a.dilation == 1 and a.pad_lo == a.pad_hi == a.extra_hi == 0 for a in axes)
+    return x.flags.c_contiguous and not is_channels_last(x) and _tiling(axes) and _compiled.available(x.dtype)
 
 
 def _planes(a: np.ndarray) -> np.ndarray:
