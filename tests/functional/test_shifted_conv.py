@@ -299,11 +299,12 @@ def _grid_bytes(case: Case, dtype: type) -> int:
 
 BLOCK_CASE = Case(5, 9, 6, 5, 4, (3, 3), ((0, 2), (1, 1)))   # not 'same': backward builds a second grid
 # COLS_BUDGET as a fraction of one image's padded grid (C + K values a pixel), and the images of each
-# block in forward (grids of C + K values: at most 1, 2 or 4 images a block) and backward (2C + 2K: at
-# most 1, 1 or 2): as few blocks as that allows, an even number where there are several (unless there
-# are not enough images), sizes within one image of each other. Half a grid is the least ``applies`` accepts.
-BUDGETS = {"half-a-grid": (0.5, [1] * 5, [1] * 5), "two-grids": (2, [1, 1, 1, 2], [1] * 5),
-           "four-grids": (4, [2, 3], [1, 1, 1, 2])}
+# block in forward (a quarter of the budget, ``FORWARD_BUDGET_SHARE``: at most 1, 2 or 4 images a block)
+# and backward (grids of 2C + 2K values: at most 1, 4 or 8): as few blocks as that allows, an even number
+# where there are several (unless there are not enough images), sizes within one image of each other.
+# Half a grid is the least ``applies`` accepts.
+BUDGETS = {"half-a-grid": (0.5, [1] * 5, [1] * 5), "eight-grids": (8, [1, 1, 1, 2], [2, 3]),
+           "sixteen-grids": (16, [2, 3], [5])}
 
 
 @needs_blas
