@@ -63,8 +63,9 @@ MAX_BUDGETS_PER_IMAGE = 4
 
 # Forward blocks take this share of the block budget: 4 (blocks half the images of backward's) measured
 # 0-13% faster forward passes than 1 on two threads (192->192 @8x8 13%, 64->64 @14x14 11%, 96->96 @32x32
-# 7%, 96->192 @16x16 6%; 21 alternating rounds): more blocks for the threads to share out on a host that
-# slows one of them, and each block's grid and products nearer the level-2 cache beside the filters.
+# 7%, 96->192 @16x16 6%; 21 alternating rounds), and the reference CNN's training step 5-10% and inference
+# 4-13% faster (12 rounds, twice): more blocks for the threads to share out on a host that slows one of
+# them, and each block's grid and products nearer the level-2 cache beside the filters.
 FORWARD_BUDGET_SHARE = 4
 
 # Values per tile when a bias is copied into the products' rows (``_fill_rows``).
