@@ -235,14 +235,18 @@ def test_a_pointwise_convolution_matches_the_naive_loops(kernels, dtype: type, l
         assert rel_error(ours, theirs) < tolerance
 
 
+def float32_arrays(seed: int, shape: tuple[int, int, int, int], filters: int) -> tuple[np.ndarray, ...]:
+    """x (shape), 1x1 filters, bias and an output gradient for a pointwise convolution, random float32."""
+    rng = np.random.default_rng(seed)
+    N, C, H, W = shape
+    return tuple(rng.standard_normal(size).astype(np.float32)
+                 for size in (shape, (filters, C, 1, 1), (filters,), (N, filters, H, W)))
+
+
 def test_every_input_layout_gives_the_same_bits(kernels, monkeypatch) -> None:
     """Runs per image (NCHW, a channel slice) or one per block (channels-last, a copy): the same sums."""
     monkeypatch.setenv("STRIDENET_NUMBA", "1")
-    rng = np.random.default_rng(9)
-    x = rng.standard_normal((4, 32, 5, 6)).astype(np.float32)
-    w = rng.standard_normal((48, 32, 1, 1)).astype(np.float32)
-    b = rng.standard_normal(48).astype(np.float32)
-    dout = rng.standard_normal((4, 48, 5, 6)).astype(np.float32)
+    x, w, b, dout = float32_arrays(9, (4, 32, 5, 6), 48)
     results = []
     for layout in INPUTS:
         out, cache, positive = conv2d_relu_forward(public_input(layout, x), w, b)
@@ -254,10 +258,7 @@ def test_every_input_layout_gives_the_same_bits(kernels, monkeypatch) -> None:
 
 def test_without_dx_the_weight_gradients_are_unchanged(kernels, monkeypatch) -> None:
     monkeypatch.setenv("STRIDENET_NUMBA", "1")
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((5, 16, 4, 4)).astype(np.float32)
-    w = rng.standard_normal((32, 16, 1, 1)).astype(np.float32)
-    dout = rng.standard_normal((5, 32, 4, 4)).astype(np.float32)
+    x, w, _, dout = float32_arrays(2, (5, 16, 4, 4), 32)
     cache = conv2d_forward(x, w, None)[1]
     _, dw, db = conv2d_backward(dout, cache)
     none, dw_alone, db_alone = conv2d_backward(dout, cache, need_dx=False)
@@ -268,10 +269,7 @@ def test_without_dx_the_weight_gradients_are_unchanged(kernels, monkeypatch) -> 
 def test_a_pooled_pointwise_convolution_takes_the_grid_and_matches_the_steps(kernels, monkeypatch) -> None:
     """Inference's conv -> ReLU -> pool in one pass keeps the grid's products (the pool reads them)."""
     monkeypatch.setenv("STRIDENET_NUMBA", "1")
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((3, 16, 8, 6)).astype(np.float32)
-    w = rng.standard_normal((32, 16, 1, 1)).astype(np.float32)
-    b = rng.standard_normal(32).astype(np.float32)
+    x, w, b, _ = float32_arrays(6, (3, 16, 8, 6), 32)
     pooled = conv2d_relu_pool_forward(x, w, b, (2, 2))
     steps = np.maximum(conv2d_forward(x, w, b)[0], 0).reshape(3, 32, 4, 2, 3, 2).max(axis=(3, 5))
     np.testing.assert_array_equal(pooled, steps)

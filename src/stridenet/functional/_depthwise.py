@@ -28,7 +28,7 @@ from stridenet.functional._im2col import pad
 from stridenet.functional._layout import scratch
 from stridenet.functional._parallel import image_slices, run_parallel
 from stridenet.functional.activation import through_relu
-from stridenet.functional.geometry import WindowAxis
+from stridenet.functional.geometry import WindowAxis, input_padding
 
 Axes = tuple[WindowAxis, WindowAxis]
 
@@ -121,17 +121,13 @@ def _windows(padded: np.ndarray, axes: Axes) -> list[tuple[int, int, np.ndarray]
             for i in range(h.kernel) for j in range(v.kernel)]
 
 
-def _pads(axes: Axes) -> tuple[tuple[int, int], tuple[int, int]]:
-    return tuple((a.pad_lo, a.pad_hi + a.extra_hi) for a in axes)  # type: ignore[return-value]
-
-
 def _forward_numpy(x: np.ndarray, filters: np.ndarray, b: np.ndarray | None, axes: Axes, out: np.ndarray) -> None:
     """``forward`` of a range of images with NumPy: each tap's windows times its filters, over the whole range."""
     C, K = x.shape[3], filters.shape[2]
     sums = out.reshape(*out.shape[:3], C, K // C)
     out[...] = 0 if b is None else b
     product = scratch("depthwise_product", sums.shape, out.dtype)
-    for i, j, window in _windows(pad(x, _pads(axes), (1, 2), "x_padded"), axes):
+    for i, j, window in _windows(pad(x, input_padding(axes), (1, 2), "x_padded"), axes):
         np.multiply(window[..., None], filters[i, j].reshape(C, K // C), out=product)
         sums += product
 
@@ -140,7 +136,7 @@ def _input_gradient_numpy(dout: np.ndarray, filters: np.ndarray, axes: Axes, dx:
     """``dx`` of a range of images with NumPy: each tap's share added onto the windows of a padded gradient."""
     B, H, W, C = dx.shape
     K = filters.shape[2]
-    (top, bottom), (left, right) = _pads(axes)
+    (top, bottom), (left, right) = input_padding(axes)
     padded = scratch("dx_padded", (B, H + top + bottom, W + left + right, C), dx.dtype)
     padded[...] = 0
     per_channel = dout.reshape(*dout.shape[:3], C, K // C)
@@ -153,5 +149,5 @@ def _weight_sums_numpy(x: np.ndarray, dout: np.ndarray, axes: Axes, sums: np.nda
     """Each image's weight-gradient sums (B, kH, kW, K) in float64, with NumPy."""
     C, K = x.shape[3], dout.shape[3]
     per_channel = dout.reshape(*dout.shape[:3], C, K // C)
-    for i, j, window in _windows(pad(x, _pads(axes), (1, 2), "x_padded"), axes):
+    for i, j, window in _windows(pad(x, input_padding(axes), (1, 2), "x_padded"), axes):
         sums[:, i, j] = np.einsum("nhwc,nhwcm->ncm", window, per_channel, dtype=np.float64).reshape(-1, K)

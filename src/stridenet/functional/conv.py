@@ -43,6 +43,7 @@ from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import (
     Padding2d,
     WindowAxis,
+    input_padding,
     pair,
     same_padding,
     window_axes,
@@ -363,14 +364,10 @@ def _block_rows(axes: tuple[WindowAxis, WindowAxis], n0: int, n1: int, h0: int, 
     return slice((n0 * H_out + h0) * W_out, ((n1 - 1) * H_out + h1) * W_out)
 
 
-def _pads(axes: tuple[WindowAxis, WindowAxis]) -> Padding2d:
-    return tuple((a.pad_lo, a.pad_hi + a.extra_hi) for a in axes)  # type: ignore[return-value]
-
-
 def _reads_rows(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], G: int) -> bool:
     """A 1x1 kernel with stride 1 and no padding over channels-last rows: they are the columns (no copy)."""
     h, w = axes
-    return (h.kernel == w.kernel == h.stride == w.stride == 1 and G == 1 and not any(sum(_pads(axes), ()))
+    return (h.kernel == w.kernel == h.stride == w.stride == 1 and G == 1 and not any(sum(input_padding(axes), ()))
             and x.strides[3] == x.itemsize)
 
 
@@ -390,7 +387,7 @@ def _forward_nhwc(x: np.ndarray, w_rows: np.ndarray, b: np.ndarray | None, axes:
         w_rows = np.concatenate([w_rows, b.reshape(G, 1, Kg)], axis=1)  # (G, kH*kW*C/G + 1, K/G)
     for n0, n1, block_list in blocks(x.shape[0], h.out, _row_bytes(axes, x.shape[3], x.itemsize),
                                      sys.maxsize if direct else None):
-        xp = pad(x[n0:n1], _pads(axes), (1, 2), "x_padded")         # (B, Hp, Wp, C)
+        xp = pad(x[n0:n1], input_padding(axes), (1, 2), "x_padded")  # (B, Hp, Wp, C)
         for _, _, h0, h1 in block_list:
             cols = im2col_nhwc(xp, axes, h0, h1, G, ones=fused)     # (G, B*rows*W_out, kH*kW*C/G [+1])
             rows = _block_rows(axes, n0, n1, h0, h1)
@@ -440,7 +437,7 @@ def _backward_stride1(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tupl
             d = through_relu(d, positive[n0:n1], scratch("dout_relu", d.shape, d.dtype))
             if db is not None:
                 db += d.reshape(-1, K).sum(axis=0, dtype=np.float64)
-        dp = pad(d, _pads(phase_axes), (1, 2), "x_padded")            # (B, H_out + pads, W_out + pads, K)
+        dp = pad(d, input_padding(phase_axes), (1, 2), "x_padded")    # (B, H_out + pads, W_out + pads, K)
         for _, _, h0, h1 in block_list:
             cols = im2col_nhwc(dp, phase_axes, h0, h1, 1)[0]          # (B*rows*W, kH*kW*K)
             np.matmul(cols, rows, out=dx_rows[_block_rows(phase_axes, n0, n1, h0, h1)])
@@ -465,7 +462,7 @@ def _weight_grads_nhwc(x: np.ndarray, dout: np.ndarray, G: int, axes: tuple[Wind
     grads = np.zeros((G, h.kernel * w.kernel * Cg + fused, K // G), np.float64)   # summed over blocks
     db = np.zeros(K, np.float64)
     for n0, n1, block_list in blocks(x.shape[0], h.out, _row_bytes(axes, x.shape[3], x.itemsize)):
-        xp = pad(x[n0:n1], _pads(axes), (1, 2), "x_padded")
+        xp = pad(x[n0:n1], input_padding(axes), (1, 2), "x_padded")
         for _, _, h0, h1 in block_list:
             cols = im2col_nhwc(xp, axes, h0, h1, G, ones=fused)     # (G, M, kH*kW*C/G [+1])
             d = dout_rows[_block_rows(axes, n0, n1, h0, h1)]   # (M, K)
@@ -541,7 +538,7 @@ def _forward_cm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: tuple[
         w_cols = np.vstack([w_cols, b[None]])                       # (C*kH*kW + 1, K)
     out_rows = out.reshape(-1, K)
     for n0, n1, block_list in blocks(x.shape[0], h.out, _row_bytes(axes, x.shape[1], x.itemsize)):
-        xp = pad(x[n0:n1], _pads(axes), (2, 3), "x_padded")         # (B, C, Hp, Wp)
+        xp = pad(x[n0:n1], input_padding(axes), (2, 3), "x_padded")  # (B, C, Hp, Wp)
         for _, _, h0, h1 in block_list:
             cols = im2col_cm(xp, axes, h0, h1, ones=b is not None)  # (C*kH*kW [+1], M)
             rows = _block_rows(axes, n0, n1, h0, h1)
@@ -560,7 +557,7 @@ def _weight_grads_cm(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tuple
     dout_rows = dout.reshape(-1, K)
     grads = np.zeros((w[0].size + has_bias, K), np.float64)         # (C*kH*kW [+1], K), summed over blocks
     for n0, n1, block_list in blocks(x.shape[0], h.out, _row_bytes(axes, x.shape[1], x.itemsize)):
-        xp = pad(x[n0:n1], _pads(axes), (2, 3), "x_padded")
+        xp = pad(x[n0:n1], input_padding(axes), (2, 3), "x_padded")
         for _, _, h0, h1 in block_list:
             cols = im2col_cm(xp, axes, h0, h1, ones=has_bias)
             rows = _block_rows(axes, n0, n1, h0, h1)

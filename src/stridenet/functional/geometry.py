@@ -83,10 +83,15 @@ def window_axes(shape: tuple[int, ...], kernel: Pair, stride: Pair, dilation: Pa
     return axes  # type: ignore[return-value]
 
 
+def input_padding(axes: tuple[WindowAxis, WindowAxis]) -> Padding2d:
+    """((top, bottom), (left, right)): the zeros the windows read on each side, the padding asked for and
+    what ``extra_hi`` adds after it."""
+    return tuple((a.pad_lo, a.pad_hi + a.extra_hi) for a in axes)  # type: ignore[return-value]
+
+
 def pad_input(x: np.ndarray, axes: tuple[WindowAxis, WindowAxis], value: float = 0.0) -> np.ndarray:
     """Pad H and W of an NCHW array as ``axes`` ask (including ceil_mode's extra), keeping dtype."""
-    (h, w) = axes
-    widths = ((0, 0), (0, 0), (h.pad_lo, h.pad_hi + h.extra_hi), (w.pad_lo, w.pad_hi + w.extra_hi))
+    widths = ((0, 0), (0, 0), *input_padding(axes))
     if not any(lo or hi for lo, hi in widths):
         return x
     return np.pad(x, widths, mode="constant", constant_values=value)
