@@ -736,7 +736,7 @@ def test_the_blocks_weight_sums_are_added_in_float64_block_after_block(shape: tu
     dw = shifted.weight_gradient(sums, w)
     assert dw.dtype == dtype and dw.flags.c_contiguous
     np.testing.assert_array_equal(dw, expected)
-    with parallel.num_threads(2), pytest.MonkeyPatch.context() as patch:   # the taps in ranges, however few
+    with parallel.num_threads(2), pytest.MonkeyPatch.context() as patch:   # input channels in ranges, however few
         patch.setattr(parallel, "MIN_PARALLEL_SIZE", 0)
         patch.setattr(parallel, "RANGES_PER_THREAD", 2)
         for native in (True, False):   # numba's threads (where the compiled engine runs on them), Python's

@@ -300,12 +300,13 @@ def _native_ranges(ranges: list[slice] | None) -> np.ndarray | None:
 
 def weight_gradient(sums: np.ndarray, dw: np.ndarray, ranges: list[slice]) -> None:
     """``_shifted.weight_gradient``, compiled: dw (K, C, kH, kW) from the blocks' sums (blocks, kH*kW, C, K),
-    each range of taps (row-major) on a thread of its own (numba's, or Python's)."""
+    each range of input channels on a thread of its own (numba's, or Python's)."""
     kernels, bounds = _kernels(), _native_ranges(ranges)
     if bounds is not None:
         kernels.weight_gradient_threads(sums, dw.shape[3], bounds, dw)
     else:
-        run_parallel(lambda taps: kernels.weight_gradient(sums, dw.shape[3], taps.start, taps.stop, dw), ranges)
+        run_parallel(lambda channels: kernels.weight_gradient(sums, dw.shape[3], channels.start, channels.stop, dw),
+                     ranges)
 
 
 def max_pool_tiled_forward(x: np.ndarray, kernel: tuple[int, int], out: np.ndarray,

@@ -837,26 +837,31 @@ def backward_threads(gemm, threads, bounds, x, dout, positive, dx, grids_x, grid
 
 
 @_jit
-def weight_gradient(sums, kernel_w, first_tap, last_tap, dw):
-    """dw[:, :, i, j] (K, C) for the taps ``first_tap`` to ``last_tap`` (exclusive; row-major, ``kernel_w`` a
-    row): the sum over the blocks' sums (blocks, kH*kW, C, K) in float64, one block after another,
-    rounded once to dw's dtype (what ``_shifted.weight_gradient`` does with NumPy)."""
-    S, C, K = sums.shape[0], sums.shape[2], sums.shape[3]
-    total = np.empty((_SUM_CHANNELS, K), np.float64)   # a few channels' sums: in the level-1 cache
-    for t in range(first_tap, last_tap):
-        i, j = t // kernel_w, t % kernel_w
-        for c0 in range(0, C, _SUM_CHANNELS):
-            c1 = min(c0 + _SUM_CHANNELS, C)
+def weight_gradient(sums, kernel_w, first_channel, last_channel, dw):
+    """dw[:, c] (K, kH, kW) for the input channels ``first_channel`` to ``last_channel`` (exclusive): the sum
+    over the blocks' sums (blocks, kH*kW, C, K) in float64, one block after another, rounded once to dw's
+    dtype (what ``_shifted.weight_gradient`` does with NumPy); taps row-major, ``kernel_w`` a row. A few
+    channels at a time, all their taps at once: their sums in the level-2 cache, written to dw a filter's
+    taps for those channels together (contiguous)."""
+    S, T, K = sums.shape[0], sums.shape[1], sums.shape[3]
+    kernel_h = T // kernel_w
+    total = np.empty((T, _SUM_CHANNELS, K), np.float64)
+    for c0 in range(first_channel, last_channel, _SUM_CHANNELS):
+        c1 = min(c0 + _SUM_CHANNELS, last_channel)
+        for t in range(T):
             for c in range(c0, c1):
                 for k in range(K):
-                    total[c - c0, k] = sums[0, t, c, k]
-            for s in range(1, S):
+                    total[t, c - c0, k] = sums[0, t, c, k]
+        for s in range(1, S):
+            for t in range(T):
                 for c in range(c0, c1):
                     for k in range(K):
-                        total[c - c0, k] += sums[s, t, c, k]
-            for k in range(K):
-                for c in range(c0, c1):
-                    dw[k, c, i, j] = total[c - c0, k]
+                        total[t, c - c0, k] += sums[s, t, c, k]
+        for k in range(K):
+            for c in range(c0, c1):
+                for i in range(kernel_h):
+                    for j in range(kernel_w):
+                        dw[k, c, i, j] = total[i * kernel_w + j, c - c0, k]
 
 
 @_jit
@@ -978,7 +983,8 @@ def max_pool_tiled_backward(dout, x, out, kh, kw, dx):
 
 @_jit_threads
 def weight_gradient_threads(sums, kernel_w, bounds, dw):
-    """``weight_gradient`` for the taps ``bounds[i]:bounds[i + 1]`` of every i at once, on numba's threads."""
+    """``weight_gradient`` for the input channels ``bounds[i]:bounds[i + 1]`` of every i at once, on numba's
+    threads."""
     for i in numba.prange(bounds.size - 1):
         weight_gradient(sums, kernel_w, bounds[i], bounds[i + 1], dw)
 

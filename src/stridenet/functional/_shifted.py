@@ -297,8 +297,8 @@ def weight_gradient(sums: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``dw`` (K, C, kH, kW) in ``w``'s dtype: the blocks' ``sums`` (blocks, kH*kW, C, K) added up in
     float64, one block after another (the same numbers however many threads wrote them), rounded once."""
     dw = np.empty(w.shape, w.dtype)
-    if _compiled.available(w.dtype):   # a few MB to read: every thread takes some taps
-        _compiled.weight_gradient(sums, dw, image_slices(sums.shape[1], sums.size))
+    if _compiled.available(w.dtype):   # a few MB to read: every thread takes some input channels
+        _compiled.weight_gradient(sums, dw, image_slices(sums.shape[2], sums.size))
         return dw
     K, C, kH, kW = w.shape
     total = sums[0].astype(np.float64)
