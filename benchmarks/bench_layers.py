@@ -68,6 +68,7 @@ CONV_CASES = [
     ConvCase(64, 192, 192, 8, 1),
     ConvCase(64, 3, 64, 32, 7),
     ConvCase(64, 96, 96, 32, 3, groups=96),   # not in the table: MobileNet's depthwise layer
+    ConvCase(64, 128, 128, 16, 3, groups=4),  # ... nor this: ResNeXt's grouped 3x3 (32 channels a group)
 ]
 POOL_SHAPE = (64, 96, 32, 32)
 

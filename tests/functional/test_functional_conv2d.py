@@ -82,6 +82,7 @@ CONV_CASES = {
     "same-dilation2": ConvCase((1, 2, 8, 8), (2, 2, 3, 3), padding="same", dilation=2),
     "valid": ConvCase((1, 2, 6, 6), (3, 2, 3, 3), padding="valid"),
     "groups2": ConvCase((2, 4, 6, 6), (6, 2, 3, 3), padding=1, groups=2),
+    "groups2-tiled": ConvCase((2, 8, 6, 5), (32, 4, 3, 3), padding=1, groups=2),   # the "grouped" path (16 filters)
     "depthwise-x2": ConvCase((2, 3, 6, 6), (6, 1, 3, 3), padding=1, groups=3),
     "depthwise": ConvCase((1, 4, 5, 5), (4, 1, 3, 3), stride=2, groups=4),
     "dilation-rect": ConvCase((2, 3, 9, 9), (2, 3, 2, 3), dilation=(2, 3)),

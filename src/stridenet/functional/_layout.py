@@ -59,7 +59,8 @@ def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     a fresh multi-megabyte array costs a page fault per 4 KiB on first touch, a reused one is
     already mapped (and often still in cache). The memory grows to the largest request and stays;
     chunking keeps every request below ``_im2col.COLS_BUDGET`` or one image's activations, except the
-    shifted path's weight-gradient sums (one kH*kW*C*K array per block of images, ``_shifted.weight_sums``).
+    shifted path's weight-gradient sums (one kH*kW*C*K array per block of images, ``_shifted.weight_sums``)
+    and a grouped convolution's output and input gradient for one group (``conv._forward_grouped``).
     Two arrays in use at the same time must have different names.
     """
     try:

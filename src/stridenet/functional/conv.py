@@ -17,8 +17,9 @@ Stride-1 convolutions with more than a few input channels (most of a network's) 
 altogether (``_shifted``): on a grid of zero-padded images every kernel tap is a fixed shift, so the
 layer is kH*kW matrix products of shifted row ranges, added up inside NumPy's own BLAS. Strided ones take
 the input's stride phases (``_phases``); depthwise ones (one group per input channel) a path of their
-own (``_depthwise``: a few multiply-adds per pixel over its channels as a vector). The im2col path below
-remains for other groups, unusual padding, and a NumPy whose BLAS is not reachable.
+own (``_depthwise``: a few multiply-adds per pixel over its channels as a vector); other grouped ones take
+the shifted path one group after another where the compiled engine's tiles cover a group. The im2col
+path below remains for other groups, unusual padding, and a NumPy whose BLAS is not reachable.
 
 A ReLU that follows the convolution can run inside it (``conv2d_relu_forward``, and
 ``conv2d_backward(..., positive=)``): each block of output is rectified while it is still in cache,
@@ -61,8 +62,8 @@ class Conv2dCache(NamedTuple):
     axes: tuple[WindowAxis, WindowAxis]
     groups: int
     has_bias: bool
-    path: str                 # the forward pass's path (``_path``): "cm", "shifted", "phases", "depthwise" or "nhwc";
-                              # backward takes it too
+    path: str                 # the forward pass's path (``_path``): "cm", "shifted", "phases", "depthwise", "grouped"
+                              # or "nhwc"; backward takes it too
 
 
 # Inputs with at most this many channels (and groups=1) use channel-major columns: first layers.
@@ -204,12 +205,59 @@ def _convolve(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | 
     elif path == "depthwise":
         x = to_nhwc(x)                # (N, H, W, C), contiguous: each pixel's channels are the vector
         _depthwise.forward(x, w, b, axes, out, rectify, positive)     # ranges of images in parallel
+    elif path == "grouped":
+        x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; each group's channels read block by block
+        _forward_grouped(x, w, b, axes, groups, out, rectify, positive)
     else:
         x = x.transpose(0, 2, 3, 1)   # (N, H, W, C) view; converted block by block if not channels-last
         w_rows = _weight_rows(w, groups)
         run_parallel(lambda s: _forward_nhwc(x[s], w_rows, b, axes, out[s], epilogue(s)), _image_slices(x, out))
     cache = Conv2dCache(x, w, axes, groups, b is not None, path)
     return as_nchw(out), cache, None if positive is None else as_nchw(positive)
+
+
+def _group_channels(groups: int, channels: int, filters: int) -> list[tuple[slice, slice]]:
+    """Each group's input channels and filters (output channels)."""
+    Cg, Kg = channels // groups, filters // groups
+    return [(slice(g * Cg, (g + 1) * Cg), slice(g * Kg, (g + 1) * Kg)) for g in range(groups)]
+
+
+def _forward_grouped(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, axes: tuple[WindowAxis, WindowAxis],
+                     groups: int, out: np.ndarray, rectify: bool, positive: np.ndarray | None) -> None:
+    """The "grouped" path's forward pass: each group in turn on the shifted path (``_forward_shifted``, its
+    blocks in parallel), its input channels read from x (N, H, W, C) in place, its output (and ReLU mask)
+    made in a scratch array of its own channels and copied into its channels of ``out`` (and ``positive``)."""
+    part = scratch("grouped_out", (*out.shape[:3], w.shape[0] // groups), out.dtype)
+    part_mask = None if positive is None else np.empty(part.shape, bool)
+    for channels, filters in _group_channels(groups, x.shape[3], w.shape[0]):
+        _forward_shifted(x[..., channels], w[filters], None if b is None else b[filters], axes, part, rectify,
+                         part_mask)
+        out[..., filters] = part
+        if positive is not None:
+            positive[..., filters] = part_mask
+
+
+def _backward_grouped(x: np.ndarray, dout: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis],
+                      groups: int, has_bias: bool, dx: np.ndarray | None, positive: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The "grouped" path's backward pass: each group in turn on the shifted path (``_shifted.backward``), its
+    channels of x, dout and the mask (N, H, W, C) read as views; its input gradient made in a scratch array and
+    copied into its channels of ``dx`` (unless None). Returns ``(dw, db)`` (db float64, or None)."""
+    dw = np.empty(w.shape, w.dtype)
+    db = np.empty(w.shape[0], np.float64) if has_bias else None
+    part_dx = None if dx is None else scratch("grouped_dx", (*x.shape[:3], x.shape[3] // groups), x.dtype)
+    for channels, filters in _group_channels(groups, x.shape[3], w.shape[0]):
+        w_group, x_group = w[filters], x[..., channels]
+        sums = _shifted.weight_sums(x.shape[0], axes, x_group.shape[3], w_group.shape[0], x.dtype)
+        dx_filters = None if dx is None else _shifted.filters(w_group, axes, flip=True)
+        db_group = _shifted.backward(x_group, dout[..., filters], dx_filters, axes, sums, has_bias, part_dx,
+                                     None if positive is None else positive[..., filters])
+        dw[filters] = _shifted.weight_gradient(sums, w_group)
+        if db is not None:
+            db[filters] = db_group
+        if dx is not None:
+            dx[..., channels] = part_dx
+    return dw, db
 
 
 def _checked_axes(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int | tuple[int, int],
@@ -231,6 +279,11 @@ def _path(x: np.ndarray, w: np.ndarray, axes: tuple[WindowAxis, WindowAxis], gro
         return "depthwise"
     if _phases.applies(axes, groups, x.shape[1], w.shape[0], x.dtype):
         return "phases"
+    if groups > 1:
+        channels, filters = x.shape[1] // groups, w.shape[0] // groups
+        grouped = _shifted.applies(axes, 1, channels, filters, x.dtype) and _shifted.tiled(axes, channels, filters,
+                                                                                            x.dtype)
+        return "grouped" if grouped else "nhwc"
     shifted = _shifted.applies(axes, groups, x.shape[1], w.shape[0], x.dtype)
     if groups == 1 and x.shape[1] <= CM_MAX_CHANNELS and not (shifted and _shifted.tiled(axes, x.shape[1], w.shape[0],
                                                                                           x.dtype)):
@@ -280,7 +333,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     if positive is not None and positive.shape != dout.shape:
         raise ShapeError(f"expected a ReLU mask of shape {dout.shape} (the output's), received {positive.shape}")
     shifted, phased = path == "shifted", path == "phases"
-    if shifted or phased:   # (N, H_out, W_out, K) views, read block by block
+    if shifted or phased or path == "grouped":   # (N, H_out, W_out, K) views, read block by block
         dout, mask = dout.transpose(0, 2, 3, 1), None if positive is None else positive.transpose(0, 2, 3, 1)
     else:
         dout, mask = to_nhwc(dout), None if positive is None else to_nhwc(positive)   # (N, H_out, W_out, K)
@@ -299,6 +352,9 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache, need_dx: bool = True, 
     if path == "depthwise":
         dw, db = _depthwise.backward(x, dout, w, axes, dx, mask, has_bias)
         return (None if dx is None else as_nchw(dx), dw, db)
+    if path == "grouped":
+        dw, db = _backward_grouped(x, dout, w, axes, G, has_bias, dx, mask)
+        return (None if dx is None else as_nchw(dx), dw, None if db is None else db.astype(w.dtype))
     shared = need_dx and layout == "nhwc" and _shares_columns(x, axes, G)
 
     def part(s: slice) -> tuple[np.ndarray, np.ndarray | None]:
