@@ -115,8 +115,13 @@ def test_split_linear_relu_and_pooling_match_the_naive_kernels(split) -> None:
     out, cache = linear_forward(x, w, b)
     assert rel_error(out, naive.linear_forward(x, w, b)) < 1e-12
     dout = rng.standard_normal(out.shape)
-    for ours, ref in zip(linear_backward(dout, cache), naive.linear_backward(dout, x, w), strict=True):
+    split = linear_backward(dout, cache)
+    for ours, ref in zip(split, naive.linear_backward(dout, x, w), strict=True):
         assert rel_error(ours, ref) < 1e-12
+    with parallel.num_threads(1):   # the weight and bias gradients are one product, one sum, however many threads
+        whole = linear_backward(dout, cache)
+    for ours, one_thread in zip(split[1:], whole[1:], strict=True):
+        np.testing.assert_array_equal(ours, one_thread)
 
     x = channels_last(rng.standard_normal((N, 3, 6, 6)))
     out, positive = relu_forward(x)

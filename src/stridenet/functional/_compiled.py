@@ -339,6 +339,45 @@ def _or_empty(a: np.ndarray | None, dtype: Any, ndim: int) -> np.ndarray:
     return np.empty((0,) * ndim, dtype) if a is None else a
 
 
+def matmuls_apply(dtype: np.dtype) -> bool:
+    """Whether ``matmuls`` runs here: the compiled engine, on numba's own threads (``native_threads``)."""
+    return available(dtype) and native_threads()
+
+
+def matmuls(products: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """``np.matmul(a, b, out=out)`` for each ``(a, b, out)`` at once, one on each of numba's threads (a BLAS call
+    on one thread each; ``matmuls_apply``): independent products of one dtype, 2-d, each operand with rows of
+    contiguous values or the transposed view of such an array, ``out`` with rows of contiguous values."""
+    calls = np.empty((len(products), 11), np.int64)
+    for row, (a, b, out) in enumerate(products):
+        trans_a, a_address, lda = _operand(a)
+        trans_b, b_address, ldb = _operand(b)
+        trans_out, out_address, ldc = _operand(out)
+        if trans_out != _NO_TRANS or a.shape[1] != b.shape[0] or out.shape != (a.shape[0], b.shape[1]):
+            raise ValueError(f"matmuls: cannot write {a.shape} @ {b.shape} into {out.shape} with strides "
+                             f"{out.strides}")
+        calls[row] = (trans_a, trans_b, *out.shape, a.shape[1], a_address, lda, b_address, ldb, out_address, ldc)
+    dtype = products[0][2].dtype
+    with single_threaded_blas():
+        _kernels().products_threads(_routines()[dtype], calls, *_scalars(dtype))
+
+
+_NO_TRANS, _TRANS = 111, 112   # CBLAS's flags
+
+
+def _operand(matrix: np.ndarray) -> tuple[int, int, int]:
+    """A 2-d matrix as the BLAS takes it: (transpose flag, address, leading dimension), its rows of contiguous
+    values (``_NO_TRANS``) or the transposed view of such an array (``_TRANS``)."""
+    size = matrix.itemsize
+    rows, cols = matrix.shape
+    if matrix.strides[1] == size and matrix.strides[0] >= max(cols, 1) * size and matrix.strides[0] % size == 0:
+        return _NO_TRANS, matrix.ctypes.data, matrix.strides[0] // size
+    if matrix.strides[0] == size and matrix.strides[1] >= max(rows, 1) * size and matrix.strides[1] % size == 0:
+        return _TRANS, matrix.ctypes.data, matrix.strides[1] // size
+    raise ValueError(f"matmuls: a {matrix.shape} operand with strides {matrix.strides}: neither its rows nor its "
+                     "columns are contiguous")
+
+
 def _scalars(dtype: np.dtype) -> tuple[Any, Any]:
     """1 and 0 in ``dtype`` (the BLAS's alpha and beta, and the zeros the kernels write)."""
     return dtype.type(1), dtype.type(0)

@@ -982,6 +982,16 @@ def max_pool_tiled_backward(dout, x, out, kh, kw, dx):
 
 
 @_jit_threads
+def products_threads(gemm, calls, one, zero):
+    """Independent matrix products at once, one on each of numba's threads (each a BLAS call on one thread):
+    for every row of ``calls`` (int64), (trans_a, trans_b, rows, cols, inner, a, lda, b, ldb, out, ldc), row-major,
+    the addresses in bytes: ``out = op(A) @ op(B)``."""
+    for i in numba.prange(calls.shape[0]):
+        gemm(_ROW_MAJOR, np.int32(calls[i, 0]), np.int32(calls[i, 1]), calls[i, 2], calls[i, 3], calls[i, 4], one,
+             calls[i, 5], calls[i, 6], calls[i, 7], calls[i, 8], zero, calls[i, 9], calls[i, 10])
+
+
+@_jit_threads
 def weight_gradient_threads(sums, kernel_w, bounds, dw):
     """``weight_gradient`` for the input channels ``bounds[i]:bounds[i + 1]`` of every i at once, on numba's
     threads."""
