@@ -20,6 +20,19 @@ def rel_error(ours: np.ndarray, reference: np.ndarray, floor: float = 0.0) -> fl
     return diff / scale if scale > 0 else diff
 
 
+def assert_results_close(ours: tuple[np.ndarray | None, ...], expected: tuple[np.ndarray, ...], dtype: type,
+                         tolerance: float, has_bias: bool,
+                         names: tuple[str, ...] = ("out", "dx", "dw", "db")) -> None:
+    """A layer's (out, dx, dw, db) against the naive loops': each of ``dtype`` and the expected shape, within
+    ``tolerance`` (``rel_error``); ``db`` None where the layer has no bias."""
+    for got, reference, name in zip(ours, expected, names, strict=True):
+        if name == "db" and not has_bias:
+            assert got is None, f"{name}: expected None without a bias"
+            continue
+        assert got.dtype == dtype and got.shape == reference.shape, f"{name}: {got.dtype} {got.shape}"
+        assert rel_error(got, reference) < tolerance, f"{name}: scaled error {rel_error(got, reference):.3g}"
+
+
 def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6) -> np.ndarray:
     """d f() / d x by central differences, perturbing ``x`` in place (and restoring it).
 
