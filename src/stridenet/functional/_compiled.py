@@ -339,6 +339,9 @@ def _or_empty(a: np.ndarray | None, dtype: Any, ndim: int) -> np.ndarray:
     return np.empty((0,) * ndim, dtype) if a is None else a
 
 
+_NO_TRANS, _TRANS = 111, 112   # CBLAS's flags
+
+
 def matmuls_apply(dtype: np.dtype) -> bool:
     """Whether ``matmuls`` runs here: the compiled engine, on numba's own threads (``native_threads``)."""
     return available(dtype) and native_threads()
@@ -360,9 +363,6 @@ def matmuls(products: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
     dtype = products[0][2].dtype
     with single_threaded_blas():
         _kernels().products_threads(_routines()[dtype], calls, *_scalars(dtype))
-
-
-_NO_TRANS, _TRANS = 111, 112   # CBLAS's flags
 
 
 def _operand(matrix: np.ndarray) -> tuple[int, int, int]:
