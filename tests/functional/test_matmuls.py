@@ -1,7 +1,7 @@
 """``_compiled.matmuls``: independent matrix products at once on numba's threads, one BLAS call each (what
 ``linear_forward`` and ``linear_backward`` run on, split by output features and into the weight and input
 gradients). Operands with contiguous rows or their transposed views, outputs that are column ranges of a
-larger array; anything else refused with the shapes and strides named."""
+larger array; what the BLAS cannot take as it lies goes to NumPy on Python's threads."""
 
 from __future__ import annotations
 
@@ -33,13 +33,21 @@ def test_each_product_matches_numpy_whatever_its_operands_layout(dtype: type) ->
     np.testing.assert_array_equal(wide[:, :2], -7.0)   # untouched outside the ranges written
 
 
-def test_operands_with_neither_rows_nor_columns_contiguous_are_refused() -> None:
-    a = np.ones((8, 12), np.float32)
-    b = np.ones((6, 5), np.float32)
-    with pytest.raises(ValueError, match=r"\(8, 6\) operand with strides \(48, 8\)"):
-        compiled.matmuls([(a[:, ::2], b, np.empty((8, 5), np.float32))])
-    with pytest.raises(ValueError, match=r"cannot write \(8, 12\) @ \(6, 5\)"):
-        compiled.matmuls([(a, b, np.empty((8, 5), np.float32))])
+def test_products_the_blas_cannot_take_as_they_lie_go_to_numpy(monkeypatch) -> None:
+    """An operand with neither rows nor columns contiguous, or of another dtype: every product on Python's
+    threads instead (NumPy copies what it must), the same values; numba's threads are not called."""
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((8, 12)).astype(np.float32), rng.standard_normal((6, 5)).astype(np.float32)
+    calls = []
+    monkeypatch.setattr(compiled._kernels(), "products_threads", lambda *args: calls.append(args), raising=True)
+    for odd in (a[:, ::2], a[:, :6].astype(np.float64)):
+        out, other = np.empty((8, 5), np.float32), np.empty((8, 5), np.float32)
+        compiled.matmuls([(odd, b, out), (a[:, :6], b, other)])
+        np.testing.assert_allclose(out, odd @ b, rtol=1e-5)
+        np.testing.assert_allclose(other, a[:, :6] @ b, rtol=1e-5)
+    assert calls == []
+    compiled.matmuls([(a[:, :6], b, np.empty((8, 5), np.float32))] * 2)   # as they lie: numba's threads
+    assert len(calls) == 1
 
 
 def test_the_linear_layer_on_numbas_threads_matches_its_python_threads(monkeypatch) -> None:

@@ -347,35 +347,49 @@ def matmuls_apply(dtype: np.dtype) -> bool:
     return available(dtype) and native_threads()
 
 
-def matmuls(products: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
-    """``np.matmul(a, b, out=out)`` for each ``(a, b, out)`` at once, one on each of numba's threads (a BLAS call
-    on one thread each; ``matmuls_apply``): independent products of one dtype, 2-d, each operand with rows of
-    contiguous values or the transposed view of such an array, ``out`` with rows of contiguous values."""
-    calls = np.empty((len(products), 11), np.int64)
-    for row, (a, b, out) in enumerate(products):
-        trans_a, a_address, lda = _operand(a)
-        trans_b, b_address, ldb = _operand(b)
-        trans_out, out_address, ldc = _operand(out)
-        if trans_out != _NO_TRANS or a.shape[1] != b.shape[0] or out.shape != (a.shape[0], b.shape[1]):
-            raise ValueError(f"matmuls: cannot write {a.shape} @ {b.shape} into {out.shape} with strides "
-                             f"{out.strides}")
-        calls[row] = (trans_a, trans_b, *out.shape, a.shape[1], a_address, lda, b_address, ldb, out_address, ldc)
-    dtype = products[0][2].dtype
-    with single_threaded_blas():
-        _kernels().products_threads(_routines()[dtype], calls, *_scalars(dtype))
+def matmuls(products: list[tuple[np.ndarray, np.ndarray, np.ndarray]], parallel: bool = True) -> None:
+    """``np.matmul(a, b, out=out)`` for each ``(a, b, out)``: independent 2-d products, with ``parallel`` at once,
+    one a thread, each a BLAS call on one thread: on numba's threads where ``matmuls_apply`` and the BLAS can
+    take every product as it lies (one dtype; each operand with rows of contiguous values or the transposed
+    view of such an array, ``out`` with rows of contiguous values), else on Python's (``run_parallel``); one
+    after another without ``parallel``."""
+    dtype = products[0][2].dtype if products else None
+    calls = [_blas_call(a, b, out, dtype) for a, b, out in products]
+    if parallel and len(products) > 1 and matmuls_apply(dtype) and None not in calls:
+        with single_threaded_blas():
+            _kernels().products_threads(_routines()[dtype], np.array(calls, np.int64), *_scalars(dtype))
+    elif parallel:
+        run_parallel(lambda one: np.matmul(*products[one.start][:2], out=products[one.start][2]),
+                     [slice(i, i + 1) for i in range(len(products))])
+    else:
+        for a, b, out in products:
+            np.matmul(a, b, out=out)
 
 
-def _operand(matrix: np.ndarray) -> tuple[int, int, int]:
+def _blas_call(a: np.ndarray, b: np.ndarray, out: np.ndarray, dtype: np.dtype) -> tuple[int, ...] | None:
+    """``out = a @ b`` as ``products_threads`` takes it: (trans_a, trans_b, rows, cols, inner, a, lda, b, ldb,
+    out, ldc), or None where the BLAS cannot take it as it lies (another dtype, another layout, shapes that
+    do not match)."""
+    operands = [_operand(m) for m in (a, b, out)]
+    if any(m.dtype != dtype for m in (a, b, out)) or None in operands or operands[2][0] != _NO_TRANS \
+            or a.shape[1] != b.shape[0] or out.shape != (a.shape[0], b.shape[1]):
+        return None
+    (trans_a, a_address, lda), (trans_b, b_address, ldb), (_, out_address, ldc) = operands
+    return trans_a, trans_b, *out.shape, a.shape[1], a_address, lda, b_address, ldb, out_address, ldc
+
+
+def _operand(matrix: np.ndarray) -> tuple[int, int, int] | None:
     """A 2-d matrix as the BLAS takes it: (transpose flag, address, leading dimension), its rows of contiguous
-    values (``_NO_TRANS``) or the transposed view of such an array (``_TRANS``)."""
+    values (``_NO_TRANS``) or the transposed view of such an array (``_TRANS``); None for any other layout."""
+    if matrix.ndim != 2:
+        return None
     size = matrix.itemsize
     rows, cols = matrix.shape
     if matrix.strides[1] == size and matrix.strides[0] >= max(cols, 1) * size and matrix.strides[0] % size == 0:
         return _NO_TRANS, matrix.ctypes.data, matrix.strides[0] // size
     if matrix.strides[0] == size and matrix.strides[1] >= max(rows, 1) * size and matrix.strides[1] % size == 0:
         return _TRANS, matrix.ctypes.data, matrix.strides[1] // size
-    raise ValueError(f"matmuls: a {matrix.shape} operand with strides {matrix.strides}: neither its rows nor its "
-                     "columns are contiguous")
+    return None
 
 
 def _scalars(dtype: np.dtype) -> tuple[Any, Any]:
