@@ -33,6 +33,14 @@ def assert_results_close(ours: tuple[np.ndarray | None, ...], expected: tuple[np
         assert rel_error(got, reference) < tolerance, f"{name}: scaled error {rel_error(got, reference):.3g}"
 
 
+def assert_same_weight_gradients_without_dx(with_dx: tuple[np.ndarray | None, ...],
+                                            without_dx: tuple[np.ndarray | None, ...]) -> None:
+    """A layer's (out, dx, dw, db) with and without ``need_dx``: no dx without it, the same dw and db to the bit."""
+    assert without_dx[1] is None and with_dx[1] is not None
+    np.testing.assert_array_equal(with_dx[2], without_dx[2])
+    np.testing.assert_array_equal(with_dx[3], without_dx[3])
+
+
 def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6) -> np.ndarray:
     """d f() / d x by central differences, perturbing ``x`` in place (and restoring it).
 

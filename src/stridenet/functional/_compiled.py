@@ -353,12 +353,14 @@ def matmuls(products: list[tuple[np.ndarray, np.ndarray, np.ndarray]], parallel:
     take every product as it lies (one dtype; each operand with rows of contiguous values or the transposed
     view of such an array, ``out`` with rows of contiguous values), else on Python's (``run_parallel``); one
     after another without ``parallel``."""
-    dtype = products[0][2].dtype if products else None
-    calls = [_blas_call(a, b, out, dtype) for a, b, out in products]
-    if parallel and len(products) > 1 and matmuls_apply(dtype) and None not in calls:
-        with single_threaded_blas():
-            _kernels().products_threads(_routines()[dtype], np.array(calls, np.int64), *_scalars(dtype))
-    elif parallel:
+    if parallel and len(products) > 1 and matmuls_apply(products[0][2].dtype):
+        dtype = products[0][2].dtype
+        calls = [_blas_call(a, b, out, dtype) for a, b, out in products]
+        if None not in calls:
+            with single_threaded_blas():
+                _kernels().products_threads(_routines()[dtype], np.array(calls, np.int64), *_scalars(dtype))
+            return
+    if parallel:
         run_parallel(lambda one: np.matmul(*products[one.start][:2], out=products[one.start][2]),
                      [slice(i, i + 1) for i in range(len(products))])
     else:
