@@ -60,9 +60,10 @@ def test_with_numba_and_numpys_blas_it_is_on(monkeypatch) -> None:
     assert compiled.available(np.float32) and compiled.available(np.float64)
 
 
-@pytest.mark.parametrize(("features", "expected"), [({"avx512f": True, "avx2": True}, True),
-                                                    ({"avx512f": False, "avx2": True}, False), ({}, False)])
-def test_the_tiles_run_only_with_512_bit_vector_registers(features: dict, expected: bool, monkeypatch) -> None:
+@pytest.mark.parametrize(("features", "expected"), [({"avx512f": True, "avx2": True, "fma": True}, True),
+                                                    ({"avx512f": False, "avx2": True, "fma": True}, True),
+                                                    ({"avx2": True}, False), ({"fma": True}, False), ({}, False)])
+def test_the_tiles_run_with_avx512_or_avx2_and_fma(features: dict, expected: bool, monkeypatch) -> None:
     binding = pytest.importorskip("llvmlite.binding", reason="numba (and its llvmlite) is not installed")
     monkeypatch.setattr(binding, "get_host_cpu_features", lambda: features)
     monkeypatch.setitem(compiled._state, "tiles", None)

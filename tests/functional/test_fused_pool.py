@@ -21,7 +21,7 @@ CASES = {
     "odd-output-pool2": ((2, 12, 7, 9, 4), 3, 1, 1, (2, 2)),              # 7x9 -> 3x4, last row/col dropped
     "valid-pool3": ((2, 10, 11, 11, 6), 3, 1, 0, (3, 3)),
     "5x5-pool2x3": ((2, 9, 10, 12, 3), 5, 1, 2, (2, 3)),
-    "few-channels": ((2, 3, 8, 8, 4), 3, 1, 1, (2, 2)),
+    "few-channels": ((2, 3, 8, 8, 5), 3, 1, 1, (2, 2)),
     "stride-2": ((2, 9, 12, 12, 4), 3, 2, 1, (2, 2)),
     # whole vectors of filters: the compiled engine's tiles, which leave the padding pixels unwritten
     "tiles-pool2": ((3, 9, 8, 8, 16), 3, 1, 1, (2, 2)),

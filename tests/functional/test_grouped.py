@@ -62,7 +62,7 @@ def arrays(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def expected_path(engine: str) -> str:
-    """The compiled engine's tiles cover every case here; without them (NumPy engine, or no AVX-512) im2col."""
+    """The compiled engine's tiles cover every case here; without them (NumPy engine, or no AVX-512 or AVX2) im2col."""
     return "grouped" if engine == "compiled" and compiled.tiles_enabled() else "nhwc"
 
 

@@ -29,7 +29,13 @@ def kernels():
 
 
 def lanes(dtype: type) -> int:
-    return 64 // np.dtype(dtype).itemsize
+    """Values per vector of the tiles on this CPU (64 bytes with AVX-512, 32 with AVX2)."""
+    return compiled._kernels().VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+def wide(kernels) -> bool:
+    """Whether the tiles are AVX-512's (else AVX2's: 4-pixel tiles, 4 channels a weight tile)."""
+    return kernels.VECTOR_BYTES == 64
 
 
 def packed_matrices(kernels, matrices: np.ndarray, layout: Layout) -> np.ndarray:
@@ -61,13 +67,14 @@ class Layout(NamedTuple):
                 for b in range(self.images) for i in range(self.out_h) for j in range(self.out_w)]
 
 
-# layout -> pixels per tile along the output's rows (0: one sweep over all pixels up to the last output)
+# layout -> pixels per tile along the output's rows (0: one sweep over all pixels up to the last output), with
+# AVX-512's tiles (8, 12 or 14 pixels) and with AVX2's (4)
 LAYOUTS = {
-    Layout(1, 1, 24, 24, 1): 0, Layout(1, 1, 25, 25, 1): 0, Layout(1, 2, 37, 37, 2): 0,      # no padding: a sweep
-    Layout(2, 3, 5, 7, 4): 0, Layout(3, 2, 9, 10, 3): 0,    # rows too short for tiles of their own: a sweep
-    Layout(2, 5, 14, 16, 6): 14, Layout(3, 4, 8, 10, 5): 8, Layout(1, 3, 12, 15, 4): 12,     # padding skipped
-    Layout(1, 2, 30, 32, 3): 8, Layout(1, 2, 13, 16, 3): 8, Layout(1, 2, 26, 29, 3): 14,     # ... and rows' last
-}                                                                                             # tiles overlapping
+    Layout(1, 1, 24, 24, 1): (0, 0), Layout(1, 1, 25, 25, 1): (0, 0), Layout(1, 2, 37, 37, 2): (0, 0),  # no padding:
+    Layout(2, 3, 5, 7, 4): (0, 4), Layout(3, 2, 9, 10, 3): (0, 4),   # rows too short for 8 pixels   # a sweep
+    Layout(2, 5, 14, 16, 6): (14, 4), Layout(3, 4, 8, 10, 5): (8, 4), Layout(1, 3, 12, 15, 4): (12, 4),  # padding
+    Layout(1, 2, 30, 32, 3): (8, 4), Layout(1, 2, 13, 16, 3): (8, 4), Layout(1, 2, 26, 29, 3): (14, 4),  # skipped
+}                                                                              # and rows' last tiles overlapping
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -81,8 +88,9 @@ def test_tiled_products_match_the_naive_loops(kernels, dtype: type, vectors: int
     K = vectors * lanes(dtype)
     outputs = layout.outputs()
     count = outputs[-1] + 1
-    assert kernels.row_tile(*layout[1:]) == LAYOUTS[layout]
-    assert kernels.widest_span(*layout[1:]) == (3 if LAYOUTS[layout] == 8 else 2)
+    row_tile = LAYOUTS[layout][0 if wide(kernels) else 1]
+    assert kernels.row_tile(*layout[1:]) == row_tile
+    assert kernels.widest_span(*layout[1:]) == (3 if row_tile == 8 or not wide(kernels) else 2)   # AVX2: 3 always
     grid = rng.standard_normal((count + SHIFTS.max(), channels)).astype(dtype)
     matrices = rng.standard_normal((SHIFTS.size, channels, K)).astype(dtype)
     bias = rng.standard_normal(K).astype(dtype) if with_bias else None
@@ -146,12 +154,14 @@ def test_tiled_weight_sums_match_the_naive_loops(kernels, dtype: type, vectors: 
     assert rel_error(sums, expected) < TOLERANCE[dtype]
 
 
-@pytest.mark.parametrize(("channels", "kernel", "expected"), [
-    (8, (1, 1), True), (7, (1, 1), False), (4, (1, 3), True), (3, (1, 3), False), (3, (3, 3), True),
-    (1, (3, 3), True), (2, (3, 2), False), (3, (7, 7), True), (5, (5, 4), True), (7, (2, 5), False)])
-def test_weight_tiles_apply_to_these_kernels(kernels, channels: int, kernel: tuple[int, int], expected: bool) -> None:
-    assert kernels.weight_tiles_apply(channels, 16, 100, 4, *kernel) is expected
-    assert not kernels.weight_tiles_apply(channels, 24, 100, 4, *kernel)   # not whole vectors of filters
+@pytest.mark.parametrize(("channels", "kernel", "expected"), [   # (AVX-512: 8 channels of a tap; AVX2: 4)
+    (8, (1, 1), (True, True)), (7, (1, 1), (False, True)), (4, (1, 3), (True, True)), (3, (1, 3), (False, False)),
+    (3, (3, 3), (True, True)), (1, (3, 3), (True, True)), (2, (3, 2), (False, False)), (3, (7, 7), (True, True)),
+    (5, (5, 4), (True, True)), (7, (2, 5), (False, True)), (3, (2, 5), (False, False))])
+def test_weight_tiles_apply_to_these_kernels(kernels, channels: int, kernel: tuple[int, int],
+                                             expected: tuple[bool, bool]) -> None:
+    assert kernels.weight_tiles_apply(channels, 16, 100, 4, *kernel) is expected[0 if wide(kernels) else 1]
+    assert not kernels.weight_tiles_apply(channels, 20, 100, 4, *kernel)   # not whole vectors of filters
     assert not kernels.weight_tiles_apply(channels, 16, 0, 4, *kernel)     # nothing to sum
 
 
@@ -188,12 +198,13 @@ def test_non_finite_values_propagate_as_in_a_matrix_product(kernels) -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("vectors", [1, 2, 3, 4, 5, 6, 7])
 @pytest.mark.parametrize("flip", [False, True], ids=["forward", "input-gradient"])
-@pytest.mark.parametrize("widest", [2, 3])
+@pytest.mark.parametrize("widest", [1, 2, 3])
 def test_packed_filters_hold_each_span_of_outputs_contiguously(kernels, dtype: type, vectors: int, flip: bool,
                                                                widest: int) -> None:
     """``pack_filters``: the tap matrices (``_shifted.taps``: w's (C, K) per tap, or the input gradient's
     flipped (K, C)), span after span of their outputs, each span's (T, inputs, span) values contiguous;
-    spans of 2 vectors (and a last of 1) or, with ``widest`` 3, of 3 except that 4 vectors left go as 2 + 2."""
+    spans of 2 vectors (and a last of 1) or, with ``widest`` 3, of 3 except that 4 vectors left go as 2 + 2;
+    with ``widest`` 1, of 1."""
     width = lanes(dtype)
     w = np.arange(4 * vectors * width * 2 * 3, dtype=dtype).reshape(4, vectors * width, 2, 3)
     if not flip:
@@ -202,7 +213,7 @@ def test_packed_filters_hold_each_span_of_outputs_contiguously(kernels, dtype: t
     packed, k0, spans = kernels.pack_filters(w, flip, widest), 0, []
     while k0 < matrices.shape[2]:
         left = (matrices.shape[2] - k0) // width
-        span = 3 if widest == 3 and left >= 3 and left != 4 else min(left, 2)
+        span = 3 if widest == 3 and left >= 3 and left != 4 else min(left, widest, 2)
         spans.append(matrices[:, :, k0:k0 + span * width])
         k0 += spans[-1].shape[2]
     np.testing.assert_array_equal(packed, np.concatenate([span.reshape(-1) for span in spans]))
@@ -214,14 +225,15 @@ def test_no_packing_where_outputs_are_not_whole_vectors(kernels, flip: bool) -> 
     assert kernels.pack_filters(w, flip, 3).size == 0
 
 
-@pytest.mark.parametrize(("outputs", "pixels", "itemsize", "expected"), [
-    (16, 24, 4, True), (32, 1000, 4, True), (8, 24, 8, True),
-    (24, 24, 4, False),      # not a whole number of 16-value vectors
-    (12, 24, 8, False),
-    (16, 23, 4, False),      # fewer pixels than a tile
+@pytest.mark.parametrize(("vectors", "extra", "pixels", "itemsize", "expected"), [
+    (1, 0, 24, 4, True), (2, 0, 1000, 4, True), (1, 0, 24, 8, True),
+    (1, 4, 24, 4, False),      # not a whole number of vectors
+    (1, 2, 24, 8, False),
+    (1, 0, 23, 4, False),      # fewer pixels than a tile
 ])
-def test_tiles_apply_to_whole_vectors_and_enough_pixels(kernels, outputs: int, pixels: int, itemsize: int,
+def test_tiles_apply_to_whole_vectors_and_enough_pixels(kernels, vectors: int, extra: int, pixels: int, itemsize: int,
                                                         expected: bool) -> None:
+    outputs = vectors * kernels.VECTOR_BYTES // itemsize + extra
     assert kernels.tiles_apply(outputs, pixels, itemsize) is expected
 
 

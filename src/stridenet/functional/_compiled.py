@@ -69,16 +69,16 @@ def available(dtype: np.dtype) -> bool:
 
 
 def tiles_enabled() -> bool:
-    """Whether the register tiles run here: on CPUs with 512-bit vector registers (AVX-512), 32 of
-    them. The tiles are sized for those; elsewhere LLVM would split each vector in two and a tile would
-    no longer fit in the registers, so the BLAS computes the products instead (as on the NumPy engine)."""
+    """Whether the register tiles run here: on CPUs with AVX-512 (32 registers of 64 bytes) or AVX2 and
+    FMA (16 of 32 bytes), each with tiles sized for its registers (``_compiled_kernels``). Elsewhere the
+    BLAS computes the products instead (as on the NumPy engine)."""
     if _state["tiles"] is None:
         try:
-            from llvmlite import binding
+            from stridenet.functional import _tiled_products
         except ImportError:   # no numba, no tiles
             _state["tiles"] = False
         else:
-            _state["tiles"] = bool(binding.get_host_cpu_features().get("avx512f", False))
+            _state["tiles"] = _tiled_products.host_vector_bytes() > 0
     return _state["tiles"]
 
 

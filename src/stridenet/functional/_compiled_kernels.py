@@ -24,17 +24,25 @@ _jit_threads = numba.njit(nogil=True, cache=True, boundscheck=False, parallel=Tr
 # for the weight gradient, 8 channels, 3 taps x 4 channels or 3 x 3 taps, x 2 or 1 vectors, and 8
 # channels or 3 taps x 3 channels x 3 vectors (27 of the registers: 117 GFLOP/s per core on 192-channel
 # rows here, against 83 for 3 taps x 4 channels x 2 vectors).
+# With AVX2's 16 registers of 32 bytes instead: 4 pixels x 3, 2 or 1 vectors, and weight tiles of 1 vector.
 _P3_8 = tile_product(3, 8)
 _P2_8, _P2_12, _P2_14 = tile_product(2, 8), tile_product(2, 12), tile_product(2, 14)
 _P1_8, _P1_12, _P1_14, _P1_24 = tile_product(1, 8), tile_product(1, 12), tile_product(1, 14), tile_product(1, 24)
-_CHANNELS_BY_3, _CHANNELS_BY_2, _CHANNELS_BY_1 = tile_product(3, 8), tile_product(2, 8), tile_product(1, 8)
+_P3_4, _P2_4, _P1_4 = tile_product(3, 4), tile_product(2, 4), tile_product(1, 4)
 _TAPS_BY_CHANNELS_3 = tile_product(3, 3, 3)
 _TAPS_BY_CHANNELS_2, _TAPS_BY_CHANNELS_1 = tile_product(2, 4, 3), tile_product(1, 4, 3)
 _TAP_GRID_2, _TAP_GRID_1 = tile_product(2, 3, 3), tile_product(1, 3, 3)
-PIXEL_ROWS, CHANNEL_ROWS = 24, 8   # the fewest pixels the products' tiles need; channels in a weight tile
-POINTWISE_ROWS = 8                 # pixels a tile of ``pointwise_products`` (the fewest an image needs)
-COLUMN_CHUNK = 2048                # pixels a chunk of ``few_output_products``' columns
-_ROW_TILES = (8, 12, 14)           # pixels per tile when tiles follow the output's rows
+_WIDE = VECTOR_BYTES == 64           # AVX-512's registers (else AVX2's)
+PIXEL_ROWS = 24                      # the fewest pixels the products' tiles need
+CHANNEL_ROWS = 8 if _WIDE else 4     # channels in a weight tile of one tap
+POINTWISE_ROWS = 8 if _WIDE else 4   # pixels a tile of ``pointwise_products`` (the fewest an image needs)
+COLUMN_CHUNK = 2048                  # pixels a chunk of ``few_output_products``' columns
+_ROW_TILES = (8, 12, 14) if _WIDE else (4,)   # pixels per tile when tiles follow the output's rows
+_SWEEP_ROWS = (24, 12) if _WIDE else (4, 4)   # pixels per tile of 1 and of more vectors in a sweep
+_TAP_GRID_VECTORS = 2 if _WIDE else 1   # vectors of filters in a weight tile of 3 x 3 taps
+_CHANNELS_BY_3, _CHANNELS_BY_2 = tile_product(3, CHANNEL_ROWS), tile_product(2, CHANNEL_ROWS)
+_CHANNELS_BY_1 = tile_product(1, CHANNEL_ROWS)
+WEIGHT_CHUNK_PIXELS = 0 if _WIDE else 64   # outputs a chunk of ``tiled_weight_sums`` (0: all at once)
 _SUM_CHANNELS = 8                  # channels ``weight_gradient`` adds up at a time
 # Bytes of the matrices one pass of tiles reads for every tile: more input channels take more passes,
 # so that the weights a tile streams stay in the level-2 cache beside its panel (``PANEL_BYTES``). (A
@@ -167,10 +175,12 @@ def tiles_apply(outputs, pixels, itemsize):
 
 @_jit
 def _span(left, width, widest):
-    """Output values in the next tile, ``left`` to cover in vectors of ``width``: ``widest`` vectors (2,
-    or 3 for 8-pixel tiles: ``widest_span``) where at least that many are left, except that four left
-    go as two and two; else two, or one where only one is left."""
+    """Output values in the next tile, ``left`` to cover in vectors of ``width``: ``widest`` vectors (1,
+    2, or 3 for 8- or 4-pixel tiles: ``widest_span``) where at least that many are left, except that four
+    left go as two and two; else two, or one where only one is left."""
     vectors = left // width
+    if widest == 1:
+        return width
     if widest == 3 and vectors >= 3 and vectors != 4:
         return 3 * width
     return 2 * width if vectors >= 2 else width
@@ -179,8 +189,10 @@ def _span(left, width, widest):
 @_jit
 def widest_span(out_h, out_w, width, rows_per_image):
     """Vectors of outputs the widest tile of ``tiled_products`` spans on this layout: 3 where its tiles
-    are 8 pixels along the output's rows (24 of the 32 vector registers), else 2. ``pack_filters`` must
-    pack the filters for the same."""
+    are 8 pixels along the output's rows (24 of AVX-512's 32 vector registers) and always with AVX2's
+    4-pixel tiles (12 of its 16), else 2. ``pack_filters`` must pack the filters for the same."""
+    if not _WIDE:
+        return 3
     return 3 if row_tile(out_h, out_w, width, rows_per_image) == 8 else 2
 
 
@@ -223,14 +235,21 @@ def _pixel_tile(vectors, rows, zero, a, a_row, a_step, shifts, taps, b, span, b_
     ``tiled_products`` and ``pointwise_products``: ``steps`` input channels (``a_step`` apart) of each of
     the ``taps`` taps (their ``shifts`` in pixels)."""
     if vectors == 3:
-        _P3_8(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+        if rows == 4:
+            _P3_4(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+        else:
+            _P3_8(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif vectors == 2:
-        if rows == 14:
+        if rows == 4:
+            _P2_4(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+        elif rows == 14:
             _P2_14(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
         elif rows == 12:
             _P2_12(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
         else:
             _P2_8(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+    elif rows == 4:
+        _P1_4(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif rows == 24:
         _P1_24(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif rows == 14:
@@ -297,11 +316,11 @@ def tiled_products(grid, shifts, packed, C, K, bias, products, images, out_h, ou
     a, out, shift_address = _address(grid), _address(products), _address(shifts)
     along_rows = row_tile(out_h, out_w, width, rows_per_image)
     widest = widest_span(out_h, out_w, width, rows_per_image)   # as ``packed`` was packed for
-    starts_wide, whole_wide = _tile_starts(images, out_h, out_w, width, rows_per_image, along_rows or 12,
+    starts_wide, whole_wide = _tile_starts(images, out_h, out_w, width, rows_per_image, along_rows or _SWEEP_ROWS[1],
                                            along_rows > 0)
     starts_one, whole_one = starts_wide, whole_wide
-    if not along_rows:
-        starts_one, whole_one = _tile_starts(images, out_h, out_w, width, rows_per_image, 24, False)
+    if not along_rows and _SWEEP_ROWS[0] != _SWEEP_ROWS[1]:
+        starts_one, whole_one = _tile_starts(images, out_h, out_w, width, rows_per_image, _SWEEP_ROWS[0], False)
     # Tiles go in panels: every span of outputs and every pass over the input channels for one panel of
     # pixels, then the next, so the panel's input rows and products stay in the level-2 cache through
     # all of them. A tile overlapping the one before comes last, with all its passes at once (a pass
@@ -345,7 +364,7 @@ def _span_plan(k0, K, C, T, size, along_rows, widest, packed, bias):
     width = VECTOR_BYTES // size
     span = _span(K - k0, width, widest)
     vectors = span // width
-    rows = along_rows if along_rows else (12 if vectors == 2 else 24)
+    rows = along_rows if along_rows else _SWEEP_ROWS[min(vectors, 2) - 1]
     start = _address(bias) + k0 * size if bias.size > 0 else np.int64(0)
     # input channels per pass: this span's matrices for them stay in the level-2 cache
     chunk = max(CHANNEL_ROWS, MATRIX_BYTES_PER_PASS // (T * span * size))
@@ -480,8 +499,10 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
     runs = images * out_h
     tap_step = shifts[1] - shifts[0] if kernel_w > 1 else 0          # pixels from one tap to the next in a row
     row_step = shifts[kernel_w] - shifts[0] if T > kernel_w else 0   # ... and to the next kernel row
-    offsets = np.empty(runs, np.int64)   # for each output row: its first pixel read under the tile's first tap
-    if kernel_w == 3 and C >= 4:
+    offsets = np.empty(runs, np.int64)   # for each output row: its first pixel (under the tap of shift 0)
+    for run in range(runs):
+        offsets[run] = (run // out_h * rows_per_image + run % out_h) * width
+    if _WIDE and kernel_w == 3 and C >= 4:
         form, tile_channels = 1, 4   # 3 taps x 4 channels from each kernel row's first tap
         firsts = [3 * row for row in range(T // 3)]
     elif kernel_w >= 3 and T // kernel_w >= 3 and C < CHANNEL_ROWS:
@@ -490,47 +511,59 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
     else:
         form, tile_channels = 0, CHANNEL_ROWS
         firsts = list(range(T))
-    for t in firsts:
-        for run in range(runs):
-            offsets[run] = (run // out_h * rows_per_image + run % out_h) * width + shifts[t]
-        k0 = 0
-        while k0 < K:
-            vectors = _span(K - k0, width_vectors, 2 if form == 2 else 3) // width_vectors
-            two = vectors == 2
-            channels = 3 if form == 1 and vectors == 3 else tile_channels
-            c0 = 0
-            while c0 < C:
-                c0 = min(c0, C - channels)
-                target = out + ((t * C + c0) * K + k0) * size
-                source, gradient_k = a + c0 * size, b + k0 * size
-                if form == 1:      # rows: 4 (or 3) channels (1 apart) in groups: 3 taps (tap_step pixels apart)
-                    if vectors == 3:
-                        _TAPS_BY_CHANNELS_3(zero, source, 1, C, _address(offsets), C, runs, gradient_k, K, out_w * K,
-                                            out_w, 0, target, K, tap_step * C, C * K)
-                    elif two:
-                        _TAPS_BY_CHANNELS_2(zero, source, 1, C, _address(offsets), C, runs, gradient_k, K, out_w * K,
-                                            out_w, 0, target, K, tap_step * C, C * K)
-                    else:
-                        _TAPS_BY_CHANNELS_1(zero, source, 1, C, _address(offsets), C, runs, gradient_k, K, out_w * K,
-                                            out_w, 0, target, K, tap_step * C, C * K)
-                elif form == 2:    # rows: 3 taps of a kernel row in groups: 3 kernel rows
-                    if two:
-                        _TAP_GRID_2(zero, source, tap_step * C, C, _address(offsets), C, runs, gradient_k, K,
-                                    out_w * K, out_w, 0, target, C * K, row_step * C, kernel_w * C * K)
-                    else:
-                        _TAP_GRID_1(zero, source, tap_step * C, C, _address(offsets), C, runs, gradient_k, K,
-                                    out_w * K, out_w, 0, target, C * K, row_step * C, kernel_w * C * K)
-                elif vectors == 3:   # rows: 8 channels of one tap
-                    _CHANNELS_BY_3(zero, source, 1, C, _address(offsets), C, runs, gradient_k, K, out_w * K, out_w,
-                                   0, target, K, 0, 0)
-                elif two:
-                    _CHANNELS_BY_2(zero, source, 1, C, _address(offsets), C, runs, gradient_k, K, out_w * K, out_w,
-                                   0, target, K, 0, 0)
-                else:
-                    _CHANNELS_BY_1(zero, source, 1, C, _address(offsets), C, runs, gradient_k, K, out_w * K, out_w,
-                                   0, target, K, 0, 0)
-                c0 += channels
-            k0 += vectors * width_vectors
+    # Runs of outputs a chunk, so that a span's gradient rows stay in the level-1 cache through every tile
+    # of the chunk; each tile adds the chunk into what the chunks before left in ``sums``: the same
+    # steps in the same order as one pass over all runs, the same bits. Tiles that overlap others (the
+    # last channels, a kernel's last 3 x 3 grid) would add twice: they come last, over all runs at once.
+    chunk = runs if WEIGHT_CHUNK_PIXELS == 0 else max(1, WEIGHT_CHUNK_PIXELS // out_w)
+    for last in (False, True):
+        for r0 in range(0, 1 if last else runs, chunk):
+            count = runs if last else min(chunk, runs - r0)
+            init = np.int64(0) if r0 == 0 else np.int64(-1)
+            k0 = 0
+            while k0 < K:
+                vectors = _span(K - k0, width_vectors, _TAP_GRID_VECTORS if form == 2 else 3) // width_vectors
+                channels = 3 if form == 1 and vectors == 3 else tile_channels
+                for t in firsts:
+                    grid_overlaps = form == 2 and (t // kernel_w % 3 != 0 or t % kernel_w % 3 != 0)
+                    for c0 in range(0, C, channels):
+                        if (chunk < runs and (grid_overlaps or c0 + channels > C)) != last:
+                            continue
+                        c = min(c0, C - channels)
+                        _weight_tile(form, vectors, zero, a + (shifts[t] * C + c) * size, C, K, tap_step, row_step,
+                                     kernel_w, _address(offsets) + r0 * 8, count,
+                                     b + (r0 * out_w * K + k0) * size, out_w, init, out + ((t * C + c) * K + k0) * size)
+                k0 += vectors * width_vectors
+
+
+@_jit
+def _weight_tile(form, vectors, zero, source, C, K, tap_step, row_step, kernel_w, offsets, count, gradient, out_w,
+                 init, target):
+    """One tile of ``tiled_weight_sums`` over ``count`` runs of outputs (their first pixels at ``offsets``),
+    their gradient rows from ``gradient``, the tile's start ``init`` (0, or -1: what ``target`` holds)."""
+    if form == 1:      # rows: 4 (or 3) channels (1 apart) in groups: 3 taps (tap_step pixels apart)
+        if vectors == 3:
+            _TAPS_BY_CHANNELS_3(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K,
+                                tap_step * C, C * K)
+        elif vectors == 2:
+            _TAPS_BY_CHANNELS_2(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K,
+                                tap_step * C, C * K)
+        else:
+            _TAPS_BY_CHANNELS_1(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K,
+                                tap_step * C, C * K)
+    elif form == 2:    # rows: 3 taps of a kernel row in groups: 3 kernel rows
+        if vectors == 2:
+            _TAP_GRID_2(zero, source, tap_step * C, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
+                        C * K, row_step * C, kernel_w * C * K)
+        else:
+            _TAP_GRID_1(zero, source, tap_step * C, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
+                        C * K, row_step * C, kernel_w * C * K)
+    elif vectors == 3:   # rows: 8 (or 4) channels of one tap
+        _CHANNELS_BY_3(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K, 0, 0)
+    elif vectors == 2:
+        _CHANNELS_BY_2(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K, 0, 0)
+    else:
+        _CHANNELS_BY_1(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K, 0, 0)
 
 
 @_jit

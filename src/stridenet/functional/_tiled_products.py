@@ -11,8 +11,8 @@ Each step of the inner loop loads ``vectors`` vectors of one matrix row (B) and 
 scalars of the other (A), one from each of the tile's rows, into ``rows * vectors`` fused
 multiply-adds. Numba cannot express that (its loop vectorizer keeps the tile in memory), so the loop
 is emitted in LLVM IR with the tile as loop-carried values; LLVM keeps them in vector registers.
-Vectors are 64 bytes (16 float32, 8 float64): LLVM splits them where the CPU has no 512-bit
-registers. Sums are in the array's own precision, taps outer and channels inner, each step one
+Vectors are the CPU's widest (``VECTOR_BYTES``): 64 bytes (16 float32, 8 float64) with AVX-512, 32
+with AVX2. Sums are in the array's own precision, taps outer and channels inner, each step one
 fused multiply-add (no reassociation beyond that).
 
 The kernel, for ``r < rows`` and ``e < vectors * lanes``, with ``A``, ``B``, ``out`` and ``init``
@@ -36,8 +36,21 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-# Bytes per SIMD vector the tile is built of (AVX-512's width; LLVM splits it on narrower CPUs).
-VECTOR_BYTES = 64
+
+
+def host_vector_bytes() -> int:
+    """Bytes of the widest SIMD vector this CPU computes with, as LLVM sees it: 64 with AVX-512, 32 with
+    AVX2 and FMA (the tiles are sized for each: ``_compiled_kernels``), else 0 (no tiles)."""
+    from llvmlite import binding
+    features = binding.get_host_cpu_features()
+    if features.get("avx512f", False):
+        return 64
+    return 32 if features.get("avx2", False) and features.get("fma", False) else 0
+
+
+# Bytes per SIMD vector the tiles are built of: the CPU's own width (AVX-512's 64 where it has no
+# vectors this wide to tile with at all: the tiles then stay off, ``_compiled.tiles_enabled``).
+VECTOR_BYTES = host_vector_bytes() or 64
 
 _I64 = ir.IntType(64)
 
