@@ -31,7 +31,6 @@ _P1_8, _P1_12, _P1_14, _P1_24 = tile_product(1, 8), tile_product(1, 12), tile_pr
 _P3_4, _P2_4, _P1_4 = tile_product(3, 4), tile_product(2, 4), tile_product(1, 4)
 _TAPS_BY_CHANNELS_3 = tile_product(3, 3, 3)
 _TAPS_BY_CHANNELS_2, _TAPS_BY_CHANNELS_1 = tile_product(2, 4, 3), tile_product(1, 4, 3)
-_TAP_GRID_2, _TAP_GRID_1 = tile_product(2, 3, 3), tile_product(1, 3, 3)
 _WIDE = VECTOR_BYTES == 64           # AVX-512's registers (else AVX2's)
 PIXEL_ROWS = 24                      # the fewest pixels the products' tiles need
 CHANNEL_ROWS = 8 if _WIDE else 4     # channels in a weight tile of one tap
@@ -39,7 +38,10 @@ POINTWISE_ROWS = 8 if _WIDE else 4   # pixels a tile of ``pointwise_products`` (
 COLUMN_CHUNK = 2048                  # pixels a chunk of ``few_output_products``' columns
 _ROW_TILES = (8, 12, 14) if _WIDE else (4,)   # pixels per tile when tiles follow the output's rows
 _SWEEP_ROWS = (24, 12) if _WIDE else (4, 4)   # pixels per tile of 1 and of more vectors in a sweep
-_TAP_GRID_VECTORS = 2 if _WIDE else 1   # vectors of filters in a weight tile of 3 x 3 taps
+# A weight tile of few channels: 3 taps of 3 kernel rows x 2 vectors at most (AVX-512), or of 1 kernel row x 3
+_TAP_GRID_ROWS, _TAP_GRID_VECTORS = (3, 2) if _WIDE else (1, 3)
+_TAP_GRID_3, _TAP_GRID_2 = tile_product(3, 3, _TAP_GRID_ROWS), tile_product(2, 3, _TAP_GRID_ROWS)
+_TAP_GRID_1 = tile_product(1, 3, _TAP_GRID_ROWS)
 _CHANNELS_BY_3, _CHANNELS_BY_2 = tile_product(3, CHANNEL_ROWS), tile_product(2, CHANNEL_ROWS)
 _CHANNELS_BY_1 = tile_product(1, CHANNEL_ROWS)
 WEIGHT_CHUNK_PIXELS = 0 if _WIDE else 64   # outputs a chunk of ``tiled_weight_sums`` (0: all at once)
@@ -506,8 +508,9 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
         form, tile_channels = 1, 4   # 3 taps x 4 channels from each kernel row's first tap
         firsts = [3 * row for row in range(T // 3)]
     elif kernel_w >= 3 and T // kernel_w >= 3 and C < CHANNEL_ROWS:
-        form, tile_channels = 2, 1   # 3 x 3 taps of each channel, from each grid's first tap
-        firsts = [i * kernel_w + j for i in _grid_origins(T // kernel_w) for j in _grid_origins(kernel_w)]
+        form, tile_channels = 2, 1   # 3 x 3 (or 1 x 3) taps of each channel, from each grid's first tap
+        grid_rows = _grid_origins(T // kernel_w) if _TAP_GRID_ROWS == 3 else list(range(T // kernel_w))
+        firsts = [i * kernel_w + j for i in grid_rows for j in _grid_origins(kernel_w)]
     else:
         form, tile_channels = 0, CHANNEL_ROWS
         firsts = list(range(T))
@@ -525,7 +528,7 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
                 vectors = _span(K - k0, width_vectors, _TAP_GRID_VECTORS if form == 2 else 3) // width_vectors
                 channels = 3 if form == 1 and vectors == 3 else tile_channels
                 for t in firsts:
-                    grid_overlaps = form == 2 and (t // kernel_w % 3 != 0 or t % kernel_w % 3 != 0)
+                    grid_overlaps = form == 2 and ((_TAP_GRID_ROWS == 3 and t // kernel_w % 3 != 0) or t % kernel_w % 3 != 0)
                     for c0 in range(0, C, channels):
                         if (chunk < runs and (grid_overlaps or c0 + channels > C)) != last:
                             continue
@@ -551,8 +554,11 @@ def _weight_tile(form, vectors, zero, source, C, K, tap_step, row_step, kernel_w
         else:
             _TAPS_BY_CHANNELS_1(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K,
                                 tap_step * C, C * K)
-    elif form == 2:    # rows: 3 taps of a kernel row in groups: 3 kernel rows
-        if vectors == 2:
+    elif form == 2:    # rows: 3 taps of a kernel row in groups: 3 kernel rows (or 1)
+        if vectors == 3:
+            _TAP_GRID_3(zero, source, tap_step * C, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
+                        C * K, row_step * C, kernel_w * C * K)
+        elif vectors == 2:
             _TAP_GRID_2(zero, source, tap_step * C, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
                         C * K, row_step * C, kernel_w * C * K)
         else:
