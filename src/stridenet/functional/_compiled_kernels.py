@@ -235,23 +235,30 @@ def pack_filters(w, flip, widest):
 def _pixel_tile(vectors, rows, zero, a, a_row, a_step, shifts, taps, b, span, b_tap, steps, init, out, out_row):
     """One tile of ``rows`` pixels (``a_row`` apart) x ``span`` outputs (``vectors`` vectors) for
     ``tiled_products`` and ``pointwise_products``: ``steps`` input channels (``a_step`` apart) of each of
-    the ``taps`` taps (their ``shifts`` in pixels)."""
-    if vectors == 3:
-        if rows == 4:
-            _P3_4(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
-        else:
-            _P3_8(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+    the ``taps`` taps (their ``shifts`` in pixels). Only this CPU's tiles are compiled (``_WIDE``, a constant
+    to numba: the other branch is pruned before LLVM sees it)."""
+    if _WIDE:
+        _wide_pixel_tile(vectors, rows, zero, a, a_row, a_step, shifts, taps, b, span, b_tap, steps, init, out, out_row)
+    elif vectors == 3:   # AVX2: 4 pixels
+        _P3_4(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif vectors == 2:
-        if rows == 4:
-            _P2_4(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
-        elif rows == 14:
+        _P2_4(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+    else:
+        _P1_4(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+
+
+@_jit
+def _wide_pixel_tile(vectors, rows, zero, a, a_row, a_step, shifts, taps, b, span, b_tap, steps, init, out, out_row):
+    """``_pixel_tile`` with AVX-512's tiles: 8 pixels x 3 vectors; 8, 12 or 14 x 2; 8, 12, 14 or 24 x 1."""
+    if vectors == 3:
+        _P3_8(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
+    elif vectors == 2:
+        if rows == 14:
             _P2_14(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
         elif rows == 12:
             _P2_12(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
         else:
             _P2_8(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
-    elif rows == 4:
-        _P1_4(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif rows == 24:
         _P1_24(zero, a, a_row, a_step, shifts, a_row, taps, b, span, b_tap, steps, init, out, out_row, 0, 0)
     elif rows == 14:
@@ -543,19 +550,14 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
 def _weight_tile(form, vectors, zero, source, C, K, tap_step, row_step, kernel_w, offsets, count, gradient, out_w,
                  init, target):
     """One tile of ``tiled_weight_sums`` over ``count`` runs of outputs (their first pixels at ``offsets``),
-    their gradient rows from ``gradient``, the tile's start ``init`` (0, or -1: what ``target`` holds)."""
+    their gradient rows from ``gradient``, the tile's start ``init`` (0, or -1: what ``target`` holds). Form 1
+    is AVX-512's alone: its branch is compiled only there (``_WIDE``, a constant to numba)."""
     if form == 1:      # rows: 4 (or 3) channels (1 apart) in groups: 3 taps (tap_step pixels apart)
-        if vectors == 3:
-            _TAPS_BY_CHANNELS_3(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K,
-                                tap_step * C, C * K)
-        elif vectors == 2:
-            _TAPS_BY_CHANNELS_2(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K,
-                                tap_step * C, C * K)
-        else:
-            _TAPS_BY_CHANNELS_1(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K,
-                                tap_step * C, C * K)
+        if _WIDE:
+            _taps_by_channels_tile(vectors, zero, source, C, K, tap_step, offsets, count, gradient, out_w, init,
+                                   target)
     elif form == 2:    # rows: 3 taps of a kernel row in groups: 3 kernel rows (or 1)
-        if vectors == 3:
+        if vectors == 3 and not _WIDE:   # (AVX-512 spans 2 vectors at most here: ``_TAP_GRID_VECTORS``)
             _TAP_GRID_3(zero, source, tap_step * C, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
                         C * K, row_step * C, kernel_w * C * K)
         elif vectors == 2:
@@ -573,11 +575,25 @@ def _weight_tile(form, vectors, zero, source, C, K, tap_step, row_step, kernel_w
 
 
 @_jit
+def _taps_by_channels_tile(vectors, zero, source, C, K, tap_step, offsets, count, gradient, out_w, init, target):
+    """``_weight_tile``'s form 1 (AVX-512): 4 (or 3) channels x 3 taps of a kernel row x ``vectors`` vectors."""
+    if vectors == 3:
+        _TAPS_BY_CHANNELS_3(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K,
+                            tap_step * C, C * K)
+    elif vectors == 2:
+        _TAPS_BY_CHANNELS_2(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K,
+                            tap_step * C, C * K)
+    else:
+        _TAPS_BY_CHANNELS_1(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K,
+                            tap_step * C, C * K)
+
+
+@_jit
 def pointwise_weight_sums(x, gradient, sums, zero):
     """sums (C, K) = sum over the pixels p of outer(x's pixel p, gradient[p]): a pointwise convolution's weight
     gradient (``pointwise``), x (B, H, W, C) read in place in any ``pixel_step`` layout, ``gradient`` (B * H * W,
-    K) its output's gradient rows. Tiles of 8 channels held in registers over all pixels, in pixel order: each
-    sum the one ``tiled_weight_sums`` makes over the input's grid, the same bits."""
+    K) its output's gradient rows. Tiles of 8 (AVX2: 4) channels held in registers over all pixels, in pixel
+    order: each sum the one ``tiled_weight_sums`` makes over the input's grid, the same bits."""
     C = x.shape[3]
     K = gradient.shape[1]
     size = sums.itemsize
@@ -585,24 +601,47 @@ def pointwise_weight_sums(x, gradient, sums, zero):
     runs, length, pixel, channel, run_step = _pixel_runs(x)
     offsets = np.arange(runs) * run_step   # each run's first pixel
     a, out, b = _address(x), _address(sums), _address(gradient)
-    k0 = 0
-    while k0 < K:
-        vectors = _span(K - k0, lanes, 3) // lanes
-        c0 = 0
-        while c0 < C:
-            c0 = min(c0, C - CHANNEL_ROWS)
-            source, target, gradient_k = a + c0 * channel * size, out + (c0 * K + k0) * size, b + k0 * size
-            if vectors == 3:   # rows: 8 channels; taps: the runs; steps: a run's pixels
-                _CHANNELS_BY_3(zero, source, channel, pixel, _address(offsets), 1, runs, gradient_k, K, length * K,
-                               length, 0, target, K, 0, 0)
-            elif vectors == 2:
-                _CHANNELS_BY_2(zero, source, channel, pixel, _address(offsets), 1, runs, gradient_k, K, length * K,
-                               length, 0, target, K, 0, 0)
-            else:
-                _CHANNELS_BY_1(zero, source, channel, pixel, _address(offsets), 1, runs, gradient_k, K, length * K,
-                               length, 0, target, K, 0, 0)
-            c0 += CHANNEL_ROWS
-        k0 += vectors * lanes
+    no_shift = np.zeros(1, np.int64)
+    # As ``tiled_weight_sums``: the pixels in chunks that keep a span's gradient rows in the level-1 cache
+    # (each tile adding into what the chunks before left), a last overlapping tile over all pixels at once.
+    chunked = WEIGHT_CHUNK_PIXELS > 0 and (runs > 1 or length > WEIGHT_CHUNK_PIXELS)
+    chunk = WEIGHT_CHUNK_PIXELS if chunked else length
+    for last in (False, True):
+        for run in range(runs if chunked and not last else 1):
+            for q0 in range(0, length if chunked and not last else 1, chunk):
+                first = run == 0 and q0 == 0
+                k0 = 0
+                while k0 < K:
+                    vectors = _span(K - k0, lanes, 3) // lanes
+                    for c in range(0, C, CHANNEL_ROWS):
+                        if (chunked and c + CHANNEL_ROWS > C) != last:
+                            continue
+                        c0 = min(c, C - CHANNEL_ROWS)
+                        target, gradient_k = out + (c0 * K + k0) * size, b + k0 * size
+                        if chunked and not last:   # taps: this run's chunk
+                            _channels_tile(vectors, zero, a + (run * run_step + q0 * pixel + c0 * channel) * size,
+                                           channel, pixel, _address(no_shift), 1,
+                                           gradient_k + (run * length + q0) * K * size, K, length * K,
+                                           min(chunk, length - q0), np.int64(0) if first else np.int64(-1), target)
+                        else:              # taps: the runs; steps: a run's pixels
+                            _channels_tile(vectors, zero, a + c0 * channel * size, channel, pixel, _address(offsets),
+                                           runs, gradient_k, K, length * K, length, np.int64(0), target)
+                    k0 += vectors * lanes
+
+
+@_jit
+def _channels_tile(vectors, zero, source, channel, pixel, offsets, taps, gradient, K, tap_rows, steps, init, target):
+    """A tile of ``pointwise_weight_sums``: CHANNEL_ROWS channels (``channel`` apart) x ``vectors`` vectors of
+    filters, over ``taps`` runs (their first pixels at ``offsets``) of ``steps`` pixels each (``pixel`` apart)."""
+    if vectors == 3:
+        _CHANNELS_BY_3(zero, source, channel, pixel, offsets, 1, taps, gradient, K, tap_rows, steps, init, target, K,
+                       0, 0)
+    elif vectors == 2:
+        _CHANNELS_BY_2(zero, source, channel, pixel, offsets, 1, taps, gradient, K, tap_rows, steps, init, target, K,
+                       0, 0)
+    else:
+        _CHANNELS_BY_1(zero, source, channel, pixel, offsets, 1, taps, gradient, K, tap_rows, steps, init, target, K,
+                       0, 0)
 
 
 @_jit
