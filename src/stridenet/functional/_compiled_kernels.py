@@ -535,7 +535,8 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
                 vectors = _span(K - k0, width_vectors, _TAP_GRID_VECTORS if form == 2 else 3) // width_vectors
                 channels = 3 if form == 1 and vectors == 3 else tile_channels
                 for t in firsts:
-                    grid_overlaps = form == 2 and ((_TAP_GRID_ROWS == 3 and t // kernel_w % 3 != 0) or t % kernel_w % 3 != 0)
+                    grid_overlaps = form == 2 and (t % kernel_w % 3 != 0 or (_TAP_GRID_ROWS == 3
+                                                                             and t // kernel_w % 3 != 0))
                     for c0 in range(0, C, channels):
                         if (chunk < runs and (grid_overlaps or c0 + channels > C)) != last:
                             continue

@@ -31,17 +31,15 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 
-
 def host_vector_bytes() -> int:
     """Bytes of the widest SIMD vector this CPU computes with, as LLVM sees it: 64 with AVX-512, 32 with
     AVX2 and FMA (the tiles are sized for each: ``_compiled_kernels``), else 0 (no tiles)."""
-    from llvmlite import binding
     features = binding.get_host_cpu_features()
     if features.get("avx512f", False):
         return 64
