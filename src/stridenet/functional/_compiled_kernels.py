@@ -24,7 +24,10 @@ _jit_threads = numba.njit(nogil=True, cache=True, boundscheck=False, parallel=Tr
 # for the weight gradient, 8 channels, 3 taps x 4 channels or 3 x 3 taps, x 2 or 1 vectors, and 8
 # channels or 3 taps x 3 channels x 3 vectors (27 of the registers: 117 GFLOP/s per core on 192-channel
 # rows here, against 83 for 3 taps x 4 channels x 2 vectors).
-# With AVX2's 16 registers of 32 bytes instead: 4 pixels x 3, 2 or 1 vectors, and weight tiles of 1 vector.
+# With AVX2's 16 registers of 32 bytes instead (12 of them for a tile at most): 4 pixels x 3, 2 or 1 vectors;
+# for the weight gradient 4 channels, or 3 taps of a kernel row, x 3, 2 or 1 vectors. (AVX-512's shapes split
+# into 32-byte halves spill; 8-14 pixels x 1 vector kept 14 row addresses in 16 general registers and ran at
+# 40% of the 4 x 3 tiles' speed.) Only the CPU's own tiles are compiled (``_WIDE`` below).
 _P3_8 = tile_product(3, 8)
 _P2_8, _P2_12, _P2_14 = tile_product(2, 8), tile_product(2, 12), tile_product(2, 14)
 _P1_8, _P1_12, _P1_14, _P1_24 = tile_product(1, 8), tile_product(1, 12), tile_product(1, 14), tile_product(1, 24)
@@ -44,7 +47,11 @@ _TAP_GRID_3, _TAP_GRID_2 = tile_product(3, 3, _TAP_GRID_ROWS), tile_product(2, 3
 _TAP_GRID_1 = tile_product(1, 3, _TAP_GRID_ROWS)
 _CHANNELS_BY_3, _CHANNELS_BY_2 = tile_product(3, CHANNEL_ROWS), tile_product(2, CHANNEL_ROWS)
 _CHANNELS_BY_1 = tile_product(1, CHANNEL_ROWS)
-WEIGHT_CHUNK_PIXELS = 0 if _WIDE else 64   # outputs a chunk of ``tiled_weight_sums`` (0: all at once)
+# Outputs a chunk of the weight-gradient tiles (0: all at once): a span's gradient rows then stay in the
+# level-1 cache. With AVX2, one tile over the 1024 outputs of 16 8x8 images ran at 46 GFLOP/s, over 2
+# images' 128 at 69, and in chunks of 64 outputs at 57-61 (192 -> 192 3x3); AVX-512's tiles are not chunked
+# (not measured on such a CPU since).
+WEIGHT_CHUNK_PIXELS = 0 if _WIDE else 64
 _SUM_CHANNELS = 8                  # channels ``weight_gradient`` adds up at a time
 # Bytes of the matrices one pass of tiles reads for every tile: more input channels take more passes,
 # so that the weights a tile streams stay in the level-2 cache beside its panel (``PANEL_BYTES``). (A
