@@ -574,12 +574,8 @@ def _weight_tile(form, vectors, zero, source, C, K, tap_step, row_step, kernel_w
         else:
             _TAP_GRID_1(zero, source, tap_step * C, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
                         C * K, row_step * C, kernel_w * C * K)
-    elif vectors == 3:   # rows: 8 (or 4) channels of one tap
-        _CHANNELS_BY_3(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K, 0, 0)
-    elif vectors == 2:
-        _CHANNELS_BY_2(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K, 0, 0)
-    else:
-        _CHANNELS_BY_1(zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target, K, 0, 0)
+    else:                # rows: 8 (or 4) channels of one tap
+        _channels_tile(vectors, zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target)
 
 
 @_jit
@@ -628,28 +624,30 @@ def pointwise_weight_sums(x, gradient, sums, zero):
                         target, gradient_k = out + (c0 * K + k0) * size, b + k0 * size
                         if chunked and not last:   # taps: this run's chunk
                             _channels_tile(vectors, zero, a + (run * run_step + q0 * pixel + c0 * channel) * size,
-                                           channel, pixel, _address(no_shift), 1,
+                                           channel, pixel, _address(no_shift), 1, 1,
                                            gradient_k + (run * length + q0) * K * size, K, length * K,
                                            min(chunk, length - q0), np.int64(0) if first else np.int64(-1), target)
                         else:              # taps: the runs; steps: a run's pixels
-                            _channels_tile(vectors, zero, a + c0 * channel * size, channel, pixel, _address(offsets),
+                            _channels_tile(vectors, zero, a + c0 * channel * size, channel, pixel, _address(offsets), 1,
                                            runs, gradient_k, K, length * K, length, np.int64(0), target)
                     k0 += vectors * lanes
 
 
 @_jit
-def _channels_tile(vectors, zero, source, channel, pixel, offsets, taps, gradient, K, tap_rows, steps, init, target):
-    """A tile of ``pointwise_weight_sums``: CHANNEL_ROWS channels (``channel`` apart) x ``vectors`` vectors of
-    filters, over ``taps`` runs (their first pixels at ``offsets``) of ``steps`` pixels each (``pixel`` apart)."""
+def _channels_tile(vectors, zero, source, channel, pixel, offsets, scale, taps, gradient, K, tap_rows, steps, init,
+                   target):
+    """A weight tile of CHANNEL_ROWS channels (``channel`` apart) x ``vectors`` vectors of filters, over ``taps``
+    runs (their first pixels at ``offsets`` times ``scale``) of ``steps`` pixels each (``pixel`` apart), their
+    gradient rows ``tap_rows`` apart from ``gradient``; for ``tiled_weight_sums`` and ``pointwise_weight_sums``."""
     if vectors == 3:
-        _CHANNELS_BY_3(zero, source, channel, pixel, offsets, 1, taps, gradient, K, tap_rows, steps, init, target, K,
-                       0, 0)
+        _CHANNELS_BY_3(zero, source, channel, pixel, offsets, scale, taps, gradient, K, tap_rows, steps, init, target,
+                       K, 0, 0)
     elif vectors == 2:
-        _CHANNELS_BY_2(zero, source, channel, pixel, offsets, 1, taps, gradient, K, tap_rows, steps, init, target, K,
-                       0, 0)
+        _CHANNELS_BY_2(zero, source, channel, pixel, offsets, scale, taps, gradient, K, tap_rows, steps, init, target,
+                       K, 0, 0)
     else:
-        _CHANNELS_BY_1(zero, source, channel, pixel, offsets, 1, taps, gradient, K, tap_rows, steps, init, target, K,
-                       0, 0)
+        _CHANNELS_BY_1(zero, source, channel, pixel, offsets, scale, taps, gradient, K, tap_rows, steps, init, target,
+                       K, 0, 0)
 
 
 @_jit
