@@ -184,12 +184,10 @@ def tiles_apply(outputs, pixels, itemsize):
 
 @_jit
 def _span(left, width, widest):
-    """Output values in the next tile, ``left`` to cover in vectors of ``width``: ``widest`` vectors (1,
-    2, or 3 for 8- or 4-pixel tiles: ``widest_span``) where at least that many are left, except that four
+    """Output values in the next tile, ``left`` to cover in vectors of ``width``: ``widest`` vectors (2,
+    or 3 for 8- or 4-pixel tiles: ``widest_span``) where at least that many are left, except that four
     left go as two and two; else two, or one where only one is left."""
     vectors = left // width
-    if widest == 1:
-        return width
     if widest == 3 and vectors >= 3 and vectors != 4:
         return 3 * width
     return 2 * width if vectors >= 2 else width
@@ -503,11 +501,13 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
     pixels ``o`` laid out ``width`` pixels a row and ``rows_per_image`` rows an image: what ``taps``
     computes with ``_TRANS`` over the gradient on the grid, but only over the outputs (not the
     padding between them, where that gradient is zero). ``shifts`` are the taps' in row-major order,
-    ``kernel_w`` a row. Each tile is held in registers over all outputs, one output row after another:
-    3 taps of a kernel row x 4 channels where kernel rows have 3 taps (3 channels for spans of 3
-    vectors of filters), 3 x 3 taps of one channel for fewer than 4 channels (as many such grids as
-    cover the kernel; where they overlap, a tap's sums are written twice, the same values), else 8
-    channels of one tap; each x 1, 2 or 3 vectors of filters (``weight_tiles_apply`` says which shapes)."""
+    ``kernel_w`` a row. Each tile is held in registers over all outputs (with AVX2, over chunks of them:
+    ``WEIGHT_CHUNK_PIXELS``), one output row after another: with AVX-512, 3 taps of a kernel row x 4
+    channels where kernel rows have 3 taps (3 channels for spans of 3 vectors of filters); for fewer
+    channels than a one-tap tile holds, 3 x 3 taps (AVX2: 3 taps of a kernel row) of one channel, as many
+    such grids as cover the kernel (where they overlap, a tap's sums are written twice, the same values);
+    else 8 (AVX2: 4) channels of one tap; each x 1, 2 or 3 vectors of filters (``weight_tiles_apply``
+    says which shapes)."""
     T, C, K = sums.shape
     size = sums.itemsize
     width_vectors = VECTOR_BYTES // size
@@ -533,7 +533,8 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
     # steps in the same order as one pass over all runs, the same bits. Tiles that overlap others (the
     # last channels, a kernel's last 3 x 3 grid) would add twice: they come last, over all runs at once.
     chunk = runs if WEIGHT_CHUNK_PIXELS == 0 else max(1, WEIGHT_CHUNK_PIXELS // out_w)
-    for last in (False, True):
+    chunked = chunk < runs
+    for last in range(2 if chunked else 1):   # 1: the overlapping tiles' pass
         for r0 in range(0, 1 if last else runs, chunk):
             count = runs if last else min(chunk, runs - r0)
             init = np.int64(0) if r0 == 0 else np.int64(-1)
@@ -545,7 +546,7 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
                     grid_overlaps = form == 2 and (t % kernel_w % 3 != 0 or (_TAP_GRID_ROWS == 3
                                                                              and t // kernel_w % 3 != 0))
                     for c0 in range(0, C, channels):
-                        if (chunk < runs and (grid_overlaps or c0 + channels > C)) != last:
+                        if chunked and (grid_overlaps or c0 + channels > C) != last:
                             continue
                         c = min(c0, C - channels)
                         _weight_tile(form, vectors, zero, a + (shifts[t] * C + c) * size, C, K, tap_step, row_step,
@@ -610,7 +611,7 @@ def pointwise_weight_sums(x, gradient, sums, zero):
     # (each tile adding into what the chunks before left), a last overlapping tile over all pixels at once.
     chunked = WEIGHT_CHUNK_PIXELS > 0 and (runs > 1 or length > WEIGHT_CHUNK_PIXELS)
     chunk = WEIGHT_CHUNK_PIXELS if chunked else length
-    for last in (False, True):
+    for last in range(2 if chunked else 1):   # 1: the overlapping tile's pass
         for run in range(runs if chunked and not last else 1):
             for q0 in range(0, length if chunked and not last else 1, chunk):
                 first = run == 0 and q0 == 0
@@ -618,7 +619,7 @@ def pointwise_weight_sums(x, gradient, sums, zero):
                 while k0 < K:
                     vectors = _span(K - k0, lanes, 3) // lanes
                     for c in range(0, C, CHANNEL_ROWS):
-                        if (chunked and c + CHANNEL_ROWS > C) != last:
+                        if chunked and (c + CHANNEL_ROWS > C) != last:
                             continue
                         c0 = min(c, C - CHANNEL_ROWS)
                         target, gradient_k = out + (c0 * K + k0) * size, b + k0 * size
