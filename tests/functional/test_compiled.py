@@ -68,3 +68,48 @@ def test_the_tiles_run_with_avx512_or_avx2_and_fma(features: dict, expected: boo
     monkeypatch.setattr(binding, "get_host_cpu_features", lambda: features)
     monkeypatch.setitem(compiled._state, "tiles", None)
     assert compiled.tiles_enabled() is expected
+
+
+def _compiled_engine() -> None:
+    pytest.importorskip("numba", reason="numba is not installed (pip install 'stridenet[fast]')")
+    if not compiled.available(np.float32):
+        pytest.skip("the compiled engine is off here (no BLAS with 64-bit integers)")
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 4, 6), (3, 13, 5, 7), (1, 3, 2, 2), (2, 8, 1, 9), (2, 20, 3, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.bool_])
+def test_channels_last_transposes_every_plane(shape: tuple[int, ...], dtype: type) -> None:
+    """``channels_last``: each image's (K, P) plane as (P, K) rows, whole 8 x 8 tiles and the edges where 8
+    divides neither P nor K (13 channels, 35 pixels; fewer than 8 of both; 8 x 9; 20 channels of 9 pixels)."""
+    _compiled_engine()
+    N, K, H, W = shape
+    values = np.random.default_rng(0).standard_normal((N, K, H * W)) > 0 if dtype is np.bool_ else \
+        np.random.default_rng(0).standard_normal((N, K, H * W)).astype(dtype)
+    out = np.full((N, H * W, K), 7, dtype)
+    compiled._kernels().channels_last(values, out)
+    np.testing.assert_array_equal(out, values.transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_contiguous_copy_of_an_nchw_array_seen_channels_last(native: bool, monkeypatch) -> None:
+    """An NCHW array's channels-last view is copied by ``channels_last``, the images in ranges on numba's
+    threads (``native``) or Python's; a contiguous array is itself; other strides take NumPy's copy."""
+    _compiled_engine()
+    import stridenet.functional._parallel as parallel
+    if native and not compiled._threading_layer_is_safe():
+        pytest.skip("numba's threads do not run the compiled kernels here")
+    monkeypatch.setitem(compiled._state, "native", native)
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_SIZE", 0)
+    nchw = np.random.default_rng(1).standard_normal((5, 11, 6, 9)).astype(np.float32)
+    view = nchw.transpose(0, 2, 3, 1)
+    with parallel.num_threads(2):
+        assert len(parallel.image_slices(5, view.size)) > 1
+        assert (compiled._native_ranges(parallel.image_slices(5, view.size)) is not None) is native
+        copy = compiled.contiguous_copy(view)
+    assert copy.flags.c_contiguous and copy.base is None
+    np.testing.assert_array_equal(copy, view)
+    contiguous = np.ascontiguousarray(view)
+    assert compiled.contiguous_copy(contiguous) is contiguous
+    strided = view[:, ::2]
+    np.testing.assert_array_equal(compiled.contiguous_copy(strided), strided)
+    assert compiled.contiguous_copy(strided).flags.c_contiguous

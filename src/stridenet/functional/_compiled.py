@@ -54,7 +54,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from stridenet.functional import _blas
-from stridenet.functional._parallel import run_parallel, single_threaded_blas
+from stridenet.functional import _parallel
+from stridenet.functional._parallel import image_slices, run_parallel, single_threaded_blas
 
 _state: dict[str, Any] = {"kernels": None, "routines": None, "tiles": None, "native": None}
 
@@ -334,6 +335,25 @@ def max_pool_tiled_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray, ke
     else:
         run_parallel(lambda s: kernels.max_pool_tiled_backward(dout[s], x[s], out[s], *kernel, dx[s]),
                      ranges or [slice(None)])
+
+
+def contiguous_copy(values: np.ndarray) -> np.ndarray:
+    """``_parallel.contiguous_copy`` on the compiled engine: ``values`` (N, ..., C) C-contiguous, itself or
+    a copy. Where ``values`` is an NCHW array seen channels-last (an NCHW caller's gradient), the copy is
+    ``channels_last``'s transposition in tiles, a range of images on each thread (4x NumPy's strided copy
+    on a 16 MB gradient); any other layout is NumPy's."""
+    if values.flags.c_contiguous or values.ndim != 4 or not np.moveaxis(values, 3, 1).flags.c_contiguous:
+        return _parallel.contiguous_copy(values)
+    N, H, W, C = values.shape
+    copy = np.empty(values.shape, values.dtype)
+    planes, rows = np.moveaxis(values, 3, 1).reshape(N, C, H * W), copy.reshape(N, H * W, C)
+    ranges = image_slices(N, values.size)
+    kernels, bounds = _kernels(), _native_ranges(ranges)
+    if bounds is not None:
+        kernels.channels_last_threads(planes, rows, bounds)
+    else:
+        run_parallel(lambda s: kernels.channels_last(planes[s], rows[s]), ranges)
+    return copy
 
 
 def _or_empty(a: np.ndarray | None, dtype: Any, ndim: int) -> np.ndarray:

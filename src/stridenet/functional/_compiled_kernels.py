@@ -1066,6 +1066,36 @@ def max_pool_tiled_backward(dout, x, out, kh, kw, dx):
                         target[c] = g[c] if chosen[c] == t else zero
 
 
+@_jit
+def channels_last(values, out):
+    """out (N, P, K) = values (N, K, P) transposed image by image (an NCHW array's planes as channels-last
+    rows), in tiles of 8 x 8 that LLVM keeps in registers where NumPy's strided copy reads one value a time;
+    the edges where 8 does not divide P or K one value at a time."""
+    N, K, P = values.shape
+    full_p, full_k = P - P % 8, K - K % 8
+    for n in range(N):
+        plane, rows = values[n], out[n]
+        for p0 in range(0, full_p, 8):
+            for k0 in range(0, full_k, 8):
+                for p in range(8):
+                    for k in range(8):
+                        rows[p0 + p, k0 + k] = plane[k0 + k, p0 + p]
+            for k in range(full_k, K):
+                for p in range(p0, p0 + 8):
+                    rows[p, k] = plane[k, p]
+        for p in range(full_p, P):
+            for k in range(K):
+                rows[p, k] = plane[k, p]
+
+
+@_jit_threads
+def channels_last_threads(values, out, bounds):
+    """``channels_last`` for the images ``bounds[i]:bounds[i + 1]`` of every i at once, on numba's threads."""
+    for i in numba.prange(bounds.size - 1):
+        n0, n1 = bounds[i], bounds[i + 1]
+        channels_last(values[n0:n1], out[n0:n1])
+
+
 @_jit_threads
 def products_threads(gemm, calls, one, zero):
     """Independent matrix products at once, one on each of numba's threads (each a BLAS call on one thread):

@@ -48,7 +48,7 @@ import numpy as np
 
 from stridenet.functional import _blas, _compiled, _im2col
 from stridenet.functional._layout import scratch
-from stridenet.functional._parallel import contiguous_copy, image_slices, run_parallel
+from stridenet.functional._parallel import image_slices, run_parallel
 from stridenet.functional.activation import through_relu
 from stridenet.functional.geometry import WindowAxis
 from stridenet.functional.pool import max_pool2d_into
@@ -351,8 +351,8 @@ def compiled_backward(x: np.ndarray, dout: np.ndarray, positive: np.ndarray | No
         x = _compiled.pixel_rows(x)
     columns = None if pointwise else _compiled.column_scratch(gradient, C, x.dtype)
     # the compiled blocks read the gradient (and mask) block by block in place: contiguous, channels-last
-    dout = contiguous_copy(dout)
-    positive = None if positive is None else contiguous_copy(positive)
+    dout = _compiled.contiguous_copy(dout)
+    positive = None if positive is None else _compiled.contiguous_copy(positive)
     db_rows = np.zeros((len(block_list), K if has_bias else 0), np.float64)
 
     threads = thread_count(block_list, x.size + dout.size)
