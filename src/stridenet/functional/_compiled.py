@@ -53,8 +53,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from stridenet.functional import _blas
-from stridenet.functional import _parallel
+from stridenet.functional import _blas, _parallel
 from stridenet.functional._parallel import image_slices, run_parallel, single_threaded_blas
 
 _state: dict[str, Any] = {"kernels": None, "routines": None, "tiles": None, "native": None}
