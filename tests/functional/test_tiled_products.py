@@ -136,6 +136,7 @@ def test_tiled_products_in_several_panels_match_the_naive_loops(kernels, dtype: 
     (4, (3, 3), (1, 1)), (6, (2, 3), (2, 1)), (13, (3, 3), (1, 2)),    # 3 taps of a row x 4 channels
     (1, (3, 3), (1, 1)), (3, (3, 3), (2, 2)),                          # the 3 x 3 taps of each channel
     (3, (7, 7), (1, 1)), (5, (5, 4), (1, 2)), (2, (4, 6), (2, 1)),     # ... grids of them, overlapping
+    (2, (3, 5), (1, 1)),                                               # (AVX2: 4 and 3 (tap, channel) rows a tile)
 ])
 @pytest.mark.parametrize("layout", [Layout(1, 1, 24, 24, 1), Layout(2, 5, 14, 18, 8), Layout(3, 2, 9, 13, 6)])
 def test_tiled_weight_sums_match_the_naive_loops(kernels, dtype: type, vectors: int, channels: int,
@@ -152,6 +153,51 @@ def test_tiled_weight_sums_match_the_naive_loops(kernels, dtype: type, vectors: 
     kernels.tiled_weight_sums(grid, shifts, kernel_w, gradient, *layout, sums, dtype(0))
     expected = np.stack([grid[np.add(outputs, s)].astype(np.float64).T @ gradient.astype(np.float64) for s in shifts])
     assert rel_error(sums, expected) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("vectors", "rows"), [(3, 4), (2, 4), (1, 4), (3, 3), (2, 3), (1, 3)])
+@pytest.mark.parametrize("adding", [False, True], ids=["from-zero", "adding"])
+def test_a_tile_with_row_tables_reads_and_writes_the_rows_they_name(kernels, dtype: type, vectors: int, rows: int,
+                                                                    adding: bool) -> None:
+    """``tile_product(..., table=True)`` (the AVX2 weight tiles of few channels): row r of the tile read at the
+    offset ``a_row[r]`` names and written at ``out_row[r]``'s, rows out of order, the other rows untouched."""
+    if not compiled.tiles_enabled():
+        pytest.skip("no AVX-512 or AVX2 and FMA here: the tiles do not run")
+    import numba
+
+    from stridenet.functional._tiled_products import tile_product
+    tile = tile_product(vectors, rows, table=True)
+
+    @numba.njit
+    def run(zero, a, a_rows, shifts, b, init, out, out_rows, a_step, b_step, b_tap, steps):
+        tile(zero, a.ctypes.data, a_rows.ctypes.data, a_step, shifts.ctypes.data, 3, shifts.size, b.ctypes.data,
+             b_step, b_tap, steps, init, out.ctypes.data, out_rows.ctypes.data, 0, 0)
+
+    rng = np.random.default_rng(vectors * 10 + rows)
+    width = vectors * lanes(dtype)
+    a = rng.standard_normal(400).astype(dtype)
+    shifts = np.array([0, 9, 4], np.int64)                       # times 3: each tap's first value of A
+    a_rows = np.array([17, 3, 40, 8][:rows], np.int64)
+    steps, a_step, b_step = 5, 7, width + 3
+    b_tap = steps * b_step
+    b = rng.standard_normal(shifts.size * b_tap + width).astype(dtype)
+    out_rows = np.array([2, 0, 5, 3][:rows], np.int64) * width   # rows 1 and 4 (and 3 of 3) not the tile's
+    start = rng.standard_normal((6, width)).astype(dtype)
+    out = start.copy()
+    run(dtype(0), a, a_rows, shifts, b, np.int64(-1 if adding else 0), out.reshape(-1), out_rows, a_step, b_step,
+        b_tap, steps)
+    expected = start.astype(np.float64)
+    for r in range(rows):
+        row = out_rows[r] // width
+        expected[row] = start[row] if adding else 0
+        for t in range(shifts.size):
+            for j in range(steps):
+                b_row = b[t * b_tap + j * b_step:][:width].astype(np.float64)
+                expected[row] += a[shifts[t] * 3 + a_rows[r] + j * a_step] * b_row
+    assert rel_error(out, expected) < TOLERANCE[dtype]
+    untouched = [i for i in range(6) if i * width not in out_rows]
+    np.testing.assert_array_equal(out[untouched], start[untouched])
 
 
 @pytest.mark.parametrize(("channels", "kernel", "expected"), [   # (AVX-512: 8 channels of a tap; AVX2: 4)

@@ -41,10 +41,13 @@ POINTWISE_ROWS = 8 if _WIDE else 4   # pixels a tile of ``pointwise_products`` (
 COLUMN_CHUNK = 2048                  # pixels a chunk of ``few_output_products``' columns
 _ROW_TILES = (8, 12, 14) if _WIDE else (4,)   # pixels per tile when tiles follow the output's rows
 _SWEEP_ROWS = (24, 12) if _WIDE else (4, 4)   # pixels per tile of 1 and of more vectors in a sweep
-# A weight tile of few channels: 3 taps of 3 kernel rows x 2 vectors at most (AVX-512), or of 1 kernel row x 3
-_TAP_GRID_ROWS, _TAP_GRID_VECTORS = (3, 2) if _WIDE else (1, 3)
-_TAP_GRID_3, _TAP_GRID_2 = tile_product(3, 3, _TAP_GRID_ROWS), tile_product(2, 3, _TAP_GRID_ROWS)
-_TAP_GRID_1 = tile_product(1, 3, _TAP_GRID_ROWS)
+# A weight tile of few channels: 3 taps of 3 kernel rows x 2 vectors at most (AVX-512); with AVX2, any 4 (or 3)
+# of the (tap, channel) rows x 3 vectors at most, their offsets from tables: a 7x7 kernel's 147 rows of 3
+# channels in 36 tiles of 4 and one of 3, where 3 taps of a kernel row a tile computed 63 rows for 49 (the
+# last tap twice) in tiles of 9 sums, which LLVM cannot keep 2 FMAs a cycle busy (FMA's latency).
+_TAP_GRID_2, _TAP_GRID_1 = tile_product(2, 3, 3), tile_product(1, 3, 3)
+_TABLE_4_3, _TABLE_4_2, _TABLE_4_1 = (tile_product(vectors, 4, table=True) for vectors in (3, 2, 1))
+_TABLE_3_3, _TABLE_3_2, _TABLE_3_1 = (tile_product(vectors, 3, table=True) for vectors in (3, 2, 1))
 _CHANNELS_BY_3, _CHANNELS_BY_2 = tile_product(3, CHANNEL_ROWS), tile_product(2, CHANNEL_ROWS)
 _CHANNELS_BY_1 = tile_product(1, CHANNEL_ROWS)
 # Outputs a chunk of the weight-gradient tiles (0: all at once): a span's gradient rows then stay in the
@@ -518,13 +521,15 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
     offsets = np.empty(runs, np.int64)   # for each output row: its first pixel (under the tap of shift 0)
     for run in range(runs):
         offsets[run] = (run // out_h * rows_per_image + run % out_h) * width
+    if not _WIDE and C < CHANNEL_ROWS:   # (AVX2) a tile's rows from tables, none computed twice
+        _table_weight_sums(grid, shifts, gradient, runs, out_w, offsets, sums, zero)
+        return
     if _WIDE and kernel_w == 3 and C >= 4:
         form, tile_channels = 1, 4   # 3 taps x 4 channels from each kernel row's first tap
         firsts = [3 * row for row in range(T // 3)]
     elif kernel_w >= 3 and T // kernel_w >= 3 and C < CHANNEL_ROWS:
-        form, tile_channels = 2, 1   # 3 x 3 (or 1 x 3) taps of each channel, from each grid's first tap
-        grid_rows = _grid_origins(T // kernel_w) if _TAP_GRID_ROWS == 3 else list(range(T // kernel_w))
-        firsts = [i * kernel_w + j for i in grid_rows for j in _grid_origins(kernel_w)]
+        form, tile_channels = 2, 1   # 3 x 3 taps of each channel, from each grid's first tap
+        firsts = [i * kernel_w + j for i in _grid_origins(T // kernel_w) for j in _grid_origins(kernel_w)]
     else:
         form, tile_channels = 0, CHANNEL_ROWS
         firsts = list(range(T))
@@ -540,11 +545,10 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
             init = np.int64(0) if r0 == 0 else np.int64(-1)
             k0 = 0
             while k0 < K:
-                vectors = _span(K - k0, width_vectors, _TAP_GRID_VECTORS if form == 2 else 3) // width_vectors
+                vectors = _span(K - k0, width_vectors, 2 if form == 2 else 3) // width_vectors
                 channels = 3 if form == 1 and vectors == 3 else tile_channels
                 for t in firsts:
-                    grid_overlaps = form == 2 and (t % kernel_w % 3 != 0 or (_TAP_GRID_ROWS == 3
-                                                                             and t // kernel_w % 3 != 0))
+                    grid_overlaps = form == 2 and (t % kernel_w % 3 != 0 or t // kernel_w % 3 != 0)
                     for c0 in range(0, C, channels):
                         if chunked and (grid_overlaps or c0 + channels > C) != last:
                             continue
@@ -556,25 +560,79 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
 
 
 @_jit
+def _table_weight_sums(grid, shifts, gradient, runs, out_w, offsets, sums, zero):
+    """``tiled_weight_sums`` for fewer channels than a one-tap tile holds (AVX2): the T * C (tap, channel) rows
+    of ``sums`` in row order, 4 or 3 a tile (as even as they divide), each row's offset on the grid and in
+    ``sums`` from a table; the outputs in chunks of ``WEIGHT_CHUNK_PIXELS``, as there."""
+    T, C, K = sums.shape
+    size = sums.itemsize
+    width_vectors = VECTOR_BYTES // size
+    rows = T * C
+    sources, targets = np.empty(rows, np.int64), np.empty(rows, np.int64)
+    for q in range(rows):
+        sources[q] = shifts[q // C] * C + q % C
+        targets[q] = q * K
+    tiles = (rows + 3) // 4
+    a, b, out = _address(grid), _address(gradient), _address(sums)
+    chunk = max(1, WEIGHT_CHUNK_PIXELS // out_w)
+    for r0 in range(0, runs, chunk):
+        count = min(chunk, runs - r0)
+        init = np.int64(0) if r0 == 0 else np.int64(-1)
+        k0 = 0
+        while k0 < K:
+            vectors = _span(K - k0, width_vectors, 3) // width_vectors
+            q0 = 0
+            for i in range(tiles):
+                tile_rows = rows // tiles + (1 if i < rows % tiles else 0)
+                _table_tile(vectors, tile_rows, zero, a, _address(sources) + q0 * 8, C, _address(offsets) + r0 * 8,
+                            count, b + (r0 * out_w * K + k0) * size, K, out_w, init, out + k0 * size,
+                            _address(targets) + q0 * 8)
+                q0 += tile_rows
+            k0 += vectors * width_vectors
+
+
+@_jit
+def _table_tile(vectors, rows, zero, source, sources, C, offsets, count, gradient, K, out_w, init, target, targets):
+    """One tile of ``_table_weight_sums``: ``rows`` (4 or 3) rows of ``sums`` x ``vectors`` vectors of filters."""
+    if rows == 4:
+        if vectors == 3:
+            _TABLE_4_3(zero, source, sources, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
+                       targets, 0, 0)
+        elif vectors == 2:
+            _TABLE_4_2(zero, source, sources, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
+                       targets, 0, 0)
+        else:
+            _TABLE_4_1(zero, source, sources, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
+                       targets, 0, 0)
+    elif vectors == 3:
+        _TABLE_3_3(zero, source, sources, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
+                   targets, 0, 0)
+    elif vectors == 2:
+        _TABLE_3_2(zero, source, sources, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
+                   targets, 0, 0)
+    else:
+        _TABLE_3_1(zero, source, sources, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
+                   targets, 0, 0)
+
+
+@_jit
 def _weight_tile(form, vectors, zero, source, C, K, tap_step, row_step, kernel_w, offsets, count, gradient, out_w,
                  init, target):
     """One tile of ``tiled_weight_sums`` over ``count`` runs of outputs (their first pixels at ``offsets``),
     their gradient rows from ``gradient``, the tile's start ``init`` (0, or -1: what ``target`` holds). Form 1
-    is AVX-512's alone: its branch is compiled only there (``_WIDE``, a constant to numba)."""
+    and 2 are AVX-512's alone: their branches are compiled only there (``_WIDE``, a constant to numba)."""
     if form == 1:      # rows: 4 (or 3) channels (1 apart) in groups: 3 taps (tap_step pixels apart)
         if _WIDE:
             _taps_by_channels_tile(vectors, zero, source, C, K, tap_step, offsets, count, gradient, out_w, init,
                                    target)
-    elif form == 2:    # rows: 3 taps of a kernel row in groups: 3 kernel rows (or 1)
-        if vectors == 3 and not _WIDE:   # (AVX-512 spans 2 vectors at most here: ``_TAP_GRID_VECTORS``)
-            _TAP_GRID_3(zero, source, tap_step * C, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
-                        C * K, row_step * C, kernel_w * C * K)
-        elif vectors == 2:
-            _TAP_GRID_2(zero, source, tap_step * C, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
-                        C * K, row_step * C, kernel_w * C * K)
-        else:
-            _TAP_GRID_1(zero, source, tap_step * C, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
-                        C * K, row_step * C, kernel_w * C * K)
+    elif form == 2:    # rows: 3 taps of a kernel row in groups: 3 kernel rows
+        if _WIDE:
+            if vectors == 2:
+                _TAP_GRID_2(zero, source, tap_step * C, C, offsets, C, count, gradient, K, out_w * K, out_w, init,
+                            target, C * K, row_step * C, kernel_w * C * K)
+            else:
+                _TAP_GRID_1(zero, source, tap_step * C, C, offsets, C, count, gradient, K, out_w * K, out_w, init,
+                            target, C * K, row_step * C, kernel_w * C * K)
     else:                # rows: 8 (or 4) channels of one tap
         _channels_tile(vectors, zero, source, 1, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target)
 

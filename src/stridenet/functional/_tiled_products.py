@@ -23,7 +23,10 @@ arrays of the witness' dtype given by their addresses and every step and offset 
           A[shifts[t] * shift_scale + r * a_row + j * a_step] * B[t * b_tap + j * b_step + e]
 
 ``shifts`` is the address of ``taps`` int64 values; ``start`` is ``init[e]``, 0 where ``init`` is 0,
-or, where ``init`` is -1, the value ``out`` holds already (the tile adds to it).
+or, where ``init`` is -1, the value ``out`` holds already (the tile adds to it). A tile made with
+``table`` reads its rows' offsets from two tables instead of stepping evenly: ``a_row`` and ``out_row``
+are then the addresses of ``rows`` int64 offsets each, row ``r`` read at ``a_row[r]`` (in place of
+``r * a_row``) and written at ``out_row[r]``, so that any rows of a matrix can share a tile.
 """
 
 from __future__ import annotations
@@ -59,14 +62,14 @@ def lanes(itemsize: int) -> int:
 
 
 @functools.cache
-def tile_product(vectors: int, rows: int, groups: int = 1) -> Any:
+def tile_product(vectors: int, rows: int, groups: int = 1, table: bool = False) -> Any:
     """The intrinsic for a tile of ``groups`` x ``rows`` rows of ``vectors`` vectors each (see the
     module's docstring for its arguments): ``(zero, a, a_row, a_step, shifts, shift_scale, taps, b,
     b_step, b_tap, steps, init, out, out_row, a_group, out_group)``, ``zero`` a float32 or float64
     scalar that picks the dtype, the rest int64. Row ``r`` of group ``g`` is row ``g * rows + r`` of
     the docstring's formula, read at ``g * a_group + r * a_row`` and written at ``g * out_group + r *
-    out_row`` (``a_group`` and ``out_group`` are unused with one group). ``taps`` and ``steps`` must be
-    at least 1."""
+    out_row`` (``a_group`` and ``out_group`` are unused with one group); with ``table`` (one group), at
+    the offsets the tables at ``a_row`` and ``out_row`` hold. ``taps`` and ``steps`` must be at least 1."""
 
     @intrinsic
     def product(typingctx: Any, zero: Any, a: Any, a_row: Any, a_step: Any, shifts: Any, shift_scale: Any,
@@ -77,7 +80,7 @@ def tile_product(vectors: int, rows: int, groups: int = 1) -> Any:
         signature = types.void(zero, *([types.int64] * 15))
 
         def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> Any:
-            _emit(builder, vectors, rows, groups, zero == types.float32, args[1:])
+            _emit(builder, vectors, rows, groups, table, zero == types.float32, args[1:])
             return context.get_dummy_value()
 
         return signature, codegen
@@ -85,7 +88,8 @@ def tile_product(vectors: int, rows: int, groups: int = 1) -> Any:
     return product
 
 
-def _emit(builder: ir.IRBuilder, vectors: int, group_rows: int, groups: int, single: bool, args: Any) -> None:
+def _emit(builder: ir.IRBuilder, vectors: int, group_rows: int, groups: int, table: bool, single: bool,
+          args: Any) -> None:
     """Emit the tile's loops at the builder's position."""
     a, a_row, a_step, shifts, shift_scale, taps, b, b_step, b_tap, steps, init, out, out_row, a_group, out_group = args
     rows = groups * group_rows
@@ -117,6 +121,11 @@ def _emit(builder: ir.IRBuilder, vectors: int, group_rows: int, groups: int, sin
     a_base, b_base, out_base, init_base = address(a), address(b), address(out), address(init)
     shift_base = builder.inttoptr(shifts, _I64.as_pointer())
 
+    if table:   # the rows' offsets, read once
+        a_table, out_table = (builder.inttoptr(address, _I64.as_pointer()) for address in (a_row, out_row))
+        a_rows = [builder.load(builder.gep(a_table, [constant(r)])) for r in range(rows)]
+        out_rows = [builder.load(builder.gep(out_table, [constant(r)])) for r in range(rows)]
+
     # The tile's start: what ``out`` holds (``init`` -1), ``init`` broadcast down the rows, or zeros.
     def offset(r: int, row_step: ir.Value, group_step: ir.Value) -> ir.Value:
         """Where row ``r`` of the tile is, with these steps between rows and between groups."""
@@ -124,8 +133,11 @@ def _emit(builder: ir.IRBuilder, vectors: int, group_rows: int, groups: int, sin
         within = builder.mul(constant(i), row_step)
         return within if g == 0 else builder.add(builder.mul(constant(g), group_step), within)
 
+    def a_offset_of(r: int) -> ir.Value:
+        return a_rows[r] if table else offset(r, a_row, a_group)
+
     def out_offset(r: int, v: int) -> ir.Value:
-        return builder.add(offset(r, out_row, out_group), constant(v * width))
+        return builder.add(out_rows[r] if table else offset(r, out_row, out_group), constant(v * width))
 
     held = builder.icmp_signed("==", init, constant(-1))
     has_init = builder.icmp_signed("!=", init, constant(0))
@@ -182,7 +194,7 @@ def _emit(builder: ir.IRBuilder, vectors: int, group_rows: int, groups: int, sin
     shift = builder.load(builder.gep(shift_base, [t]))
     a_tap = builder.gep(a_base, [builder.mul(shift, shift_scale)])
     b_tap_base = builder.gep(b_base, [builder.mul(t, b_tap)])
-    row_starts = [builder.gep(a_tap, [offset(r, a_row, a_group)]) for r in range(rows)]
+    row_starts = [builder.gep(a_tap, [a_offset_of(r)]) for r in range(rows)]
 
     j, tile = enter(step_loop, tile_at_tap)
     b_offset = builder.mul(j, b_step)
