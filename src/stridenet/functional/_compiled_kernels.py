@@ -507,10 +507,10 @@ def tiled_weight_sums(grid, shifts, kernel_w, gradient, images, out_h, out_w, wi
     ``kernel_w`` a row. Each tile is held in registers over all outputs (with AVX2, over chunks of them:
     ``WEIGHT_CHUNK_PIXELS``), one output row after another: with AVX-512, 3 taps of a kernel row x 4
     channels where kernel rows have 3 taps (3 channels for spans of 3 vectors of filters); for fewer
-    channels than a one-tap tile holds, 3 x 3 taps (AVX2: 3 taps of a kernel row) of one channel, as many
-    such grids as cover the kernel (where they overlap, a tap's sums are written twice, the same values);
-    else 8 (AVX2: 4) channels of one tap; each x 1, 2 or 3 vectors of filters (``weight_tiles_apply``
-    says which shapes)."""
+    channels than a one-tap tile holds, 3 x 3 taps of one channel, as many such grids as cover the kernel
+    (where they overlap, a tap's sums are written twice, the same values), and with AVX2 any 4 or 3 of the
+    (tap, channel) rows instead (``_table_weight_sums``); else 8 (AVX2: 4) channels of one tap; each x 1, 2
+    or 3 vectors of filters (``weight_tiles_apply`` says which shapes)."""
     T, C, K = sums.shape
     size = sums.itemsize
     width_vectors = VECTOR_BYTES // size
