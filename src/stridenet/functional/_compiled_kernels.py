@@ -25,9 +25,9 @@ _jit_threads = numba.njit(nogil=True, cache=True, boundscheck=False, parallel=Tr
 # channels or 3 taps x 3 channels x 3 vectors (27 of the registers: 117 GFLOP/s per core on 192-channel
 # rows here, against 83 for 3 taps x 4 channels x 2 vectors).
 # With AVX2's 16 registers of 32 bytes instead (12 of them for a tile at most): 4 pixels x 3, 2 or 1 vectors;
-# for the weight gradient 4 channels, or 3 taps of a kernel row, x 3, 2 or 1 vectors. (AVX-512's shapes split
-# into 32-byte halves spill; 8-14 pixels x 1 vector kept 14 row addresses in 16 general registers and ran at
-# half the 4 x 3 tiles' speed.) Only the CPU's own tiles are compiled (``_WIDE`` below).
+# for the weight gradient 4 channels, or any 4 or 3 (tap, channel) rows, x 3, 2 or 1 vectors. (AVX-512's
+# shapes split into 32-byte halves spill; 8-14 pixels x 1 vector kept 14 row addresses in 16 general registers
+# and ran at half the 4 x 3 tiles' speed.) Only the CPU's own tiles are compiled (``_WIDE`` below).
 _P3_8 = tile_product(3, 8)
 _P2_8, _P2_12, _P2_14 = tile_product(2, 8), tile_product(2, 12), tile_product(2, 14)
 _P1_8, _P1_12, _P1_14, _P1_24 = tile_product(1, 8), tile_product(1, 12), tile_product(1, 14), tile_product(1, 24)
