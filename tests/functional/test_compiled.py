@@ -92,24 +92,33 @@ def test_channels_last_transposes_every_plane(shape: tuple[int, ...], dtype: typ
 
 @pytest.mark.parametrize("native", [True, False])
 def test_contiguous_copy_of_an_nchw_array_seen_channels_last(native: bool, monkeypatch) -> None:
-    """An NCHW array's channels-last view is copied by ``channels_last``, the images in ranges on numba's
-    threads (``native``) or Python's; a contiguous array is itself; other strides take NumPy's copy."""
+    """An NCHW array's channels-last view (or some of its channels) is copied by ``channels_last``, the images
+    in ranges on numba's threads (``native``) or Python's; a contiguous array is itself; other strides take
+    NumPy's copy."""
     _compiled_engine()
     import stridenet.functional._parallel as parallel
     if native and not compiled._threading_layer_is_safe():
         pytest.skip("numba's threads do not run the compiled kernels here")
     monkeypatch.setitem(compiled._state, "native", native)
     monkeypatch.setattr(parallel, "MIN_PARALLEL_SIZE", 0)
+    numpys = []   # the arrays NumPy's copy was asked for
+    monkeypatch.setattr(parallel, "contiguous_copy",
+                        lambda values, copy=parallel.contiguous_copy: numpys.append(values) or copy(values))
     nchw = np.random.default_rng(1).standard_normal((5, 11, 6, 9)).astype(np.float32)
     view = nchw.transpose(0, 2, 3, 1)
     with parallel.num_threads(2):
         assert len(parallel.image_slices(5, view.size)) > 1
         assert (compiled._native_ranges(parallel.image_slices(5, view.size)) is not None) is native
         copy = compiled.contiguous_copy(view)
+        channels = compiled.contiguous_copy(view[..., 3:10])
     assert copy.flags.c_contiguous and copy.base is None
     np.testing.assert_array_equal(copy, view)
+    assert channels.flags.c_contiguous
+    np.testing.assert_array_equal(channels, view[..., 3:10])
+    assert numpys == []
     contiguous = np.ascontiguousarray(view)
     assert compiled.contiguous_copy(contiguous) is contiguous
     strided = view[:, ::2]
-    np.testing.assert_array_equal(compiled.contiguous_copy(strided), strided)
-    assert compiled.contiguous_copy(strided).flags.c_contiguous
+    copy = compiled.contiguous_copy(strided)
+    np.testing.assert_array_equal(copy, strided)
+    assert copy.flags.c_contiguous and len(numpys) == 2 and numpys[1] is strided

@@ -338,14 +338,19 @@ def max_pool_tiled_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray, ke
 
 def contiguous_copy(values: np.ndarray) -> np.ndarray:
     """``_parallel.contiguous_copy`` on the compiled engine: ``values`` (N, ..., C) C-contiguous, itself or
-    a copy. Where ``values`` is an NCHW array seen channels-last (an NCHW caller's gradient), the copy is
-    ``channels_last``'s transposition in tiles, a range of images on each thread (4x NumPy's strided copy
-    on a 16 MB gradient); any other layout is NumPy's."""
-    if values.flags.c_contiguous or values.ndim != 4 or not np.moveaxis(values, 3, 1).flags.c_contiguous:
+    a copy. Where each channel of ``values`` is a contiguous plane (an NCHW caller's gradient seen
+    channels-last, or some of its channels), the copy is ``channels_last``'s transposition in tiles, a
+    range of images on each thread (4x NumPy's strided copy on a 16 MB gradient); any other layout is
+    NumPy's."""
+    if values.flags.c_contiguous or values.ndim != 4:
         return _parallel.contiguous_copy(values)
     N, H, W, C = values.shape
+    image, row, pixel, channel = values.strides
+    if pixel != values.itemsize or row != W * pixel:
+        return _parallel.contiguous_copy(values)
+    planes = np.lib.stride_tricks.as_strided(values, (N, C, H * W), (image, channel, pixel), writeable=False)
     copy = np.empty(values.shape, values.dtype)
-    planes, rows = np.moveaxis(values, 3, 1).reshape(N, C, H * W), copy.reshape(N, H * W, C)
+    rows = copy.reshape(N, H * W, C)
     ranges = image_slices(N, values.size)
     kernels, bounds = _kernels(), _native_ranges(ranges)
     if bounds is not None:
