@@ -46,10 +46,11 @@ def packed_matrices(kernels, matrices: np.ndarray, layout: Layout) -> np.ndarray
     return kernels.pack_filters(w, False, kernels.widest_span(*layout[1:]))
 
 
-def naive_products(grid: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, pixels: list[int]) -> np.ndarray:
+def naive_products(grid: np.ndarray, matrices: np.ndarray, bias: np.ndarray | None, pixels: list[int],
+                   shifts: np.ndarray = SHIFTS) -> np.ndarray:
     out = np.zeros((len(pixels), matrices.shape[2]))
     for row, p in enumerate(pixels):
-        for t, shift in enumerate(SHIFTS):
+        for t, shift in enumerate(shifts):
             out[row] += grid[p + shift].astype(np.float64) @ matrices[t].astype(np.float64)
     return out if bias is None else out + bias
 
@@ -127,6 +128,37 @@ def test_tiled_products_in_several_panels_match_the_naive_loops(kernels, dtype: 
     packed = packed_matrices(kernels, matrices, layout)
     kernels.tiled_products(grid, SHIFTS, packed, channels, K, bias, products, *layout, dtype(0))
     assert rel_error(products[outputs], naive_products(grid, matrices, bias, outputs)) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize(("shifts", "expected"), [
+    ([0, 1, 2, 20, 21, 22, 40, 41, 42], 3), ([5, 6, 7, 8, 9, 10, 11, 12, 13], 9), ([0, 1, 2, 3, 7, 8], 2),
+    ([0, 1, 7, 13, 2], 1), ([4], 1), ([0, 2, 4, 6], 1), ([0, 1, 2, 10, 11], 1)])
+def test_adjacent_taps_are_runs_of_one_pixel_steps_that_divide_the_taps(kernels, shifts: list[int],
+                                                                       expected: int) -> None:
+    assert kernels._adjacent_taps(np.array(shifts, np.int64)) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("kernel", "channels"), [((3, 3), 3), ((7, 7), 3), ((3, 3), 1), ((1, 5), 8), ((3, 3), 420)])
+def test_tiled_products_over_kernel_rows_of_adjacent_taps(kernels, dtype: type, kernel: tuple[int, int],
+                                                          channels: int) -> None:
+    """A stride-1 kernel's rows lie on adjacent grid pixels: where one pass takes every input channel, the tiles
+    step through a kernel row's taps and channels as one stretch (``_span_tile``); 420 channels need several
+    passes, tap by tap."""
+    rng = np.random.default_rng(channels)
+    layout = Layout(2, 5, 14, 14 + kernel[1] - 1, 5 + kernel[0] - 1)
+    shifts = kernel_shifts(layout, kernel, (1, 1))
+    assert kernels._adjacent_taps(shifts) == kernel[1]
+    K = 3 * lanes(dtype)
+    outputs = layout.outputs()
+    count = outputs[-1] + 1
+    grid = rng.standard_normal((count + shifts.max(), channels)).astype(dtype)
+    matrices = rng.standard_normal((shifts.size, channels, K)).astype(dtype)
+    bias = rng.standard_normal(K).astype(dtype)
+    products = np.full((count, K), np.nan, dtype)
+    kernels.tiled_products(grid, shifts, packed_matrices(kernels, matrices, layout), channels, K, bias, products,
+                           *layout, dtype(0))
+    assert rel_error(products[outputs], naive_products(grid, matrices, bias, outputs, shifts)) < TOLERANCE[dtype]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -330,6 +330,8 @@ def tiled_products(grid, shifts, packed, C, K, bias, products, images, out_h, ou
     T = shifts.size
     size = products.itemsize
     width_vectors = VECTOR_BYTES // size
+    run = _adjacent_taps(shifts)
+    run_shifts = shifts[::run].copy()   # each run's first tap (its address taken where used: alive there)
     a, out, shift_address = _address(grid), _address(products), _address(shifts)
     along_rows = row_tile(out_h, out_w, width, rows_per_image)
     widest = widest_span(out_h, out_w, width, rows_per_image)   # as ``packed`` was packed for
@@ -352,15 +354,15 @@ def tiled_products(grid, shifts, packed, C, K, bias, products, images, out_h, ou
             end = np.searchsorted(starts[:whole], panel_start + panel_pixels)
             for c0 in range(0, C, chunk):
                 for n in range(first, end):
-                    _span_tile(vectors, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0,
-                               starts[n], out, size)
+                    _span_tile(vectors, rows, zero, a, shift_address, _address(run_shifts), T, run, matrices, start,
+                               chunk, C, K, k0, c0, starts[n], out, size)
     for k0 in _span_starts(K, width_vectors, widest):
         vectors, rows, matrices, start, chunk = _span_plan(k0, K, C, T, size, along_rows, widest, packed, bias)
         starts, whole = (starts_wide, whole_wide) if vectors > 1 else (starts_one, whole_one)
         for n in range(whole, starts.size):
             for c0 in range(0, C, chunk):
-                _span_tile(vectors, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0, starts[n],
-                           out, size)
+                _span_tile(vectors, rows, zero, a, shift_address, _address(run_shifts), T, run, matrices, start,
+                           chunk, C, K, k0, c0, starts[n], out, size)
 
 
 @_jit
@@ -389,11 +391,41 @@ def _span_plan(k0, K, C, T, size, along_rows, widest, packed, bias):
 
 
 @_jit
-def _span_tile(vectors, rows, zero, a, shift_address, T, matrices, start, chunk, C, K, k0, c0, p0, out, size):
-    """The tile at grid pixel ``p0`` of the span from ``k0``, over the pass of input channels from ``c0``."""
+def _adjacent_taps(shifts):
+    """The most taps, dividing their number, that each run of which lies on adjacent grid pixels (a kernel
+    row of a stride-1 convolution: ``shifts`` one apart), 1 where none do."""
+    T = shifts.size
+    run = 1
+    while run < T and shifts[run] == shifts[0] + run:
+        run += 1
+    while run > 1:
+        adjacent = T % run == 0
+        for t in range(T):
+            if adjacent and shifts[t] != shifts[t - t % run] + t % run:
+                adjacent = False
+        if adjacent:
+            return run
+        run -= 1
+    return 1
+
+
+@_jit
+def _span_tile(vectors, rows, zero, a, shift_address, run_address, T, run, matrices, start, chunk, C, K, k0, c0, p0,
+               out, size):
+    """The tile at grid pixel ``p0`` of the span from ``k0``, over the pass of input channels from ``c0``: the
+    ``T`` taps' shifts at ``shift_address``, in runs of ``run`` on adjacent pixels (each run's first shift at
+    ``run_address``). Where one pass takes every input channel, a run's taps are one stretch of ``run * C``
+    values of the grid (and of the packed matrices' rows): the tile's inner loop steps through all of them,
+    where it would step through the ``C`` channels of each tap (3 for an RGB image's first layer) between the
+    taps' loop overheads. The same products in the same order: the same bits."""
     span = vectors * (VECTOR_BYTES // size)
-    _pixel_tile(vectors, rows, zero, a + (p0 * C + c0) * size, C, 1, shift_address, T, matrices + c0 * span * size,
-                span, C * span, min(chunk, C - c0), start if c0 == 0 else np.int64(-1), out + (p0 * K + k0) * size, K)
+    if chunk >= C:
+        _pixel_tile(vectors, rows, zero, a + p0 * C * size, C, 1, run_address, T // run, matrices, span,
+                    run * C * span, run * C, start, out + (p0 * K + k0) * size, K)
+    else:
+        _pixel_tile(vectors, rows, zero, a + (p0 * C + c0) * size, C, 1, shift_address, T,
+                    matrices + c0 * span * size, span, C * span, min(chunk, C - c0), start if c0 == 0 else np.int64(-1),
+                    out + (p0 * K + k0) * size, K)
 
 
 @_jit
