@@ -340,8 +340,8 @@ def contiguous_copy(values: np.ndarray) -> np.ndarray:
     """``_parallel.contiguous_copy`` on the compiled engine: ``values`` (N, ..., C) C-contiguous, itself or
     a copy. Where each channel of ``values`` is a contiguous plane (an NCHW caller's gradient seen
     channels-last, or some of its channels), the copy is ``channels_last``'s transposition in tiles, a
-    range of images on each thread (4x NumPy's strided copy on a 16 MB gradient); any other layout is
-    NumPy's."""
+    range of images on each thread (a 16 MB gradient in 4-6 ms, NumPy's strided copy 10-19); any other
+    layout is NumPy's."""
     if values.flags.c_contiguous or values.ndim != 4:
         return _parallel.contiguous_copy(values)
     N, H, W, C = values.shape

@@ -392,8 +392,9 @@ def _span_plan(k0, K, C, T, size, along_rows, widest, packed, bias):
 
 @_jit
 def _adjacent_taps(shifts):
-    """The most taps, dividing their number, that each run of which lies on adjacent grid pixels (a kernel
-    row of a stride-1 convolution: ``shifts`` one apart), 1 where none do."""
+    """The longest run length that divides the number of taps and puts every run of that many consecutive
+    taps on adjacent grid pixels (``shifts`` one apart: a kernel row of a stride-1 convolution); 1 where no
+    longer run does."""
     T = shifts.size
     run = 1
     while run < T and shifts[run] == shifts[0] + run:
@@ -626,7 +627,7 @@ def _table_weight_sums(grid, shifts, gradient, runs, out_w, offsets, sums, zero)
 @_jit
 def _table_tile(vectors, rows, zero, source, sources, C, offsets, count, gradient, K, out_w, init, target, targets):
     """One tile of ``_table_weight_sums``: ``rows`` (4 or 3) rows of ``sums`` x ``vectors`` vectors of filters."""
-    if rows == 4:
+    if rows == 4:   # (``weight_tiles_apply`` leaves at least 9 rows: tiles of 3 or 4)
         if vectors == 3:
             _TABLE_4_3(zero, source, sources, C, offsets, C, count, gradient, K, out_w * K, out_w, init, target,
                        targets, 0, 0)
